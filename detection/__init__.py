@@ -1,0 +1,1 @@
+"""detection: train, evaluate and run Faster R-CNN detectors on COCO-format data."""
