@@ -15,11 +15,17 @@ class InvalidInputError(DetectionError, ValueError):
     def __init__(
         self,
         file: str | Path | None,
-        problem: str,
+        problem: str | None = None,
         *,
         record: str | int | None = None,
         field: str | None = None,
     ) -> None:
+        if problem is None:
+            # Rebuilt from a single message, as torch does when it re-raises an error
+            # from a DataLoader worker: keep the type, carry the text.
+            self.file, self.record, self.field, self.problem = None, None, None, str(file)
+            super().__init__(str(file))
+            return
         self.file = str(file) if file is not None else None
         self.record = record
         self.field = field
