@@ -83,5 +83,12 @@ def load_model(path: str | Path) -> tuple[FasterRCNN, CheckpointMeta]:
     """Rebuild the trained model of a checkpoint, in eval mode on CPU."""
     meta, state = read_checkpoint(path)
     model = build_from_meta(meta)
-    model.load_state_dict(state)
+    # A model fine-tuned from pretrained weights has frozen batch norms (no batch counter); the
+    # rebuilt one has plain batch norms, which compute the same thing in eval mode.
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: weights do not fit {meta.model_name} (missing {missing[:2]}, unexpected {unexpected[:2]})"
+        )
     return model.eval(), meta
