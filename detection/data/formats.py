@@ -1,0 +1,398 @@
+"""Convert Pascal VOC XML, YOLO txt and DeepPCB annotations to and from COCO json.
+
+Box conventions at each file boundary:
+
+- COCO: ``[x, y, w, h]`` in continuous pixel coordinates; pixel ``i`` spans ``[i, i + 1)``.
+- Pascal VOC: ``xmin ymin xmax ymax`` are 1-based, inclusive pixel indices, so a box covering
+  0-based pixels ``0..9`` is written ``xmin=1, xmax=10``. COCO ``x = xmin - 1``, ``w = xmax - xmin + 1``
+  (the same reading as Detectron2's VOC loader).
+- YOLO: ``class cx cy w h`` with the centre and size divided by the image width / height;
+  ``class`` is the 0-based line of ``classes.txt``.
+- DeepPCB: ``x1 y1 x2 y2 type`` corners in continuous pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from detection.data.image_io import image_size
+from detection.errors import ImageReadError, InvalidInputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
+
+Coco = dict[str, Any]
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """Class names from a text file, one per line (blank lines ignored)."""
+    path = Path(path)
+    try:
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise InvalidInputError(path, f"cannot read class list ({exc.strerror or exc})") from None
+    if not names:
+        raise InvalidInputError(path, "class list is empty")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInputError(path, f"duplicate class names {duplicates}")
+    return names
+
+
+def load_coco(path: str | Path) -> Coco:
+    """Read a COCO json file, checking only that it has images, annotations and categories."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidInputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            path, f"malformed json at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(path, "top level must be a json object")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise InvalidInputError(path, "missing or not a list", field=key)
+    return data
+
+
+def save_coco(coco: Coco, path: str | Path) -> Path:
+    """Write COCO json with a stable layout (sorted keys) so outputs can be diffed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coco, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def _categories(classes: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(classes)]
+
+
+def _coco(
+    images: list[dict], annotations: list[dict], classes: Sequence[str], description: str
+) -> Coco:
+    return {
+        "info": {"description": description},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": _categories(classes),
+    }
+
+
+def _annotation(
+    ann_id: int, image_id: int, category_id: int, x: float, y: float, w: float, h: float
+) -> dict:
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [float(x), float(y), float(w), float(h)],
+        "area": float(w) * float(h),
+        "iscrowd": 0,
+    }
+
+
+def list_images(images_dir: str | Path) -> list[Path]:
+    """Image files under a folder (recursive), sorted by relative path."""
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise InvalidInputError(root, "images folder not found")
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _number(text: str | None, file: Path, record: str, field: str) -> float:
+    try:
+        return float(text) if text is not None else float("nan")
+    except ValueError:
+        raise InvalidInputError(
+            file, f"not a number: {text!r}", record=record, field=field
+        ) from None
+
+
+def voc_to_coco(
+    images_dir: str | Path, annotations_dir: str | Path, classes: Sequence[str]
+) -> Coco:
+    """One COCO dataset from a folder of Pascal VOC XML files (one image per XML)."""
+    images_dir, annotations_dir = Path(images_dir), Path(annotations_dir)
+    xml_files = sorted(annotations_dir.rglob("*.xml")) if annotations_dir.is_dir() else []
+    if not xml_files:
+        raise InvalidInputError(annotations_dir, "no .xml files found")
+    by_stem = {
+        p.relative_to(images_dir).with_suffix("").as_posix(): p for p in list_images(images_dir)
+    }
+    category_id = {name: i + 1 for i, name in enumerate(classes)}
+    images: list[dict] = []
+    annotations: list[dict] = []
+    for xml_path in xml_files:
+        try:
+            root = ET.parse(xml_path).getroot()
+        except ET.ParseError as exc:
+            raise InvalidInputError(xml_path, f"malformed XML: {exc}") from None
+        stem = xml_path.relative_to(annotations_dir).with_suffix("").as_posix()
+        filename = (root.findtext("filename") or "").strip()
+        candidates = [images_dir / Path(stem).parent / filename] if filename else []
+        candidates += [images_dir / filename] if filename else []
+        image_path = next((p for p in candidates if p.is_file()), by_stem.get(stem))
+        if image_path is None:
+            raise InvalidInputError(
+                xml_path, f"no image for this file in {images_dir}", field="filename"
+            )
+        width = _number(root.findtext("size/width") or "0", xml_path, "size", "width")
+        height = _number(root.findtext("size/height") or "0", xml_path, "size", "height")
+        if width > 0 and height > 0:
+            width, height = int(width), int(height)
+        else:
+            # Some tools write 0 or leave <size> out; the image itself is the truth then.
+            width, height = image_size(image_path)
+        image_id = len(images) + 1
+        images.append(
+            {
+                "id": image_id,
+                "file_name": image_path.relative_to(images_dir).as_posix(),
+                "width": width,
+                "height": height,
+            }
+        )
+        for i, obj in enumerate(root.findall("object")):
+            record = f"object[{i}]"
+            name = (obj.findtext("name") or "").strip()
+            if name not in category_id:
+                raise InvalidInputError(
+                    xml_path,
+                    f"class {name!r} is not in the class list",
+                    record=record,
+                    field="name",
+                )
+            box = obj.find("bndbox")
+            if box is None:
+                raise InvalidInputError(xml_path, "missing", record=record, field="bndbox")
+            xmin, ymin, xmax, ymax = (
+                _number(box.findtext(k), xml_path, record, f"bndbox/{k}")
+                for k in ("xmin", "ymin", "xmax", "ymax")
+            )
+            ann = _annotation(
+                len(annotations) + 1,
+                image_id,
+                category_id[name],
+                xmin - 1,
+                ymin - 1,
+                xmax - xmin + 1,
+                ymax - ymin + 1,
+            )
+            difficult = obj.findtext("difficult")
+            if difficult is not None and difficult.strip() not in ("", "0"):
+                ann["difficult"] = 1
+            annotations.append(ann)
+    return _coco(images, annotations, classes, f"converted from Pascal VOC {annotations_dir}")
+
+
+def _fmt(value: float) -> str:
+    """Integers without a decimal point (VOC readers often call int()), others exactly."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _sorted_categories(coco: Coco) -> list[dict]:
+    return sorted(coco["categories"], key=lambda c: c["id"])
+
+
+def coco_to_voc(coco: Coco, out_dir: str | Path) -> list[Path]:
+    """Write one Pascal VOC XML per image (negatives included); return the written paths."""
+    out_dir = Path(out_dir)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    by_image: dict[Any, list[dict]] = {im["id"]: [] for im in coco["images"]}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    written = []
+    for im in coco["images"]:
+        root = ET.Element("annotation")
+        file_name = Path(im["file_name"])
+        ET.SubElement(root, "folder").text = file_name.parent.as_posix()
+        ET.SubElement(root, "filename").text = file_name.name
+        size = ET.SubElement(root, "size")
+        ET.SubElement(size, "width").text = str(im["width"])
+        ET.SubElement(size, "height").text = str(im["height"])
+        ET.SubElement(size, "depth").text = "3"
+        for ann in by_image[im["id"]]:
+            x, y, w, h = ann["bbox"]
+            obj = ET.SubElement(root, "object")
+            ET.SubElement(obj, "name").text = names[ann["category_id"]]
+            ET.SubElement(obj, "difficult").text = str(int(ann.get("difficult", 0)))
+            box = ET.SubElement(obj, "bndbox")
+            for key, value in (("xmin", x + 1), ("ymin", y + 1), ("xmax", x + w), ("ymax", y + h)):
+                ET.SubElement(box, key).text = _fmt(value)
+        ET.indent(root)
+        path = out_dir / file_name.with_suffix(".xml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
+        written.append(path)
+    return written
+
+
+def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, classes: Sequence[str]) -> Coco:
+    """One COCO dataset from images and YOLO label files; an image without a label file is a negative."""
+    images_dir, labels_dir = Path(images_dir), Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise InvalidInputError(labels_dir, "labels folder not found")
+    image_paths = list_images(images_dir)
+    if not image_paths:
+        raise InvalidInputError(images_dir, "no images found")
+    images: list[dict] = []
+    annotations: list[dict] = []
+    for image_path in image_paths:
+        relative = image_path.relative_to(images_dir)
+        width, height = image_size(image_path)
+        image_id = len(images) + 1
+        images.append(
+            {"id": image_id, "file_name": relative.as_posix(), "width": width, "height": height}
+        )
+        label_path = labels_dir / relative.with_suffix(".txt")
+        if not label_path.is_file():
+            continue
+        for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            record = f"line {line_no}"
+            if len(fields) != 5:
+                raise InvalidInputError(
+                    label_path,
+                    f"expected 5 fields 'class cx cy w h', got {len(fields)}",
+                    record=record,
+                )
+            try:
+                cls = int(fields[0])
+            except ValueError:
+                raise InvalidInputError(
+                    label_path, f"not an integer: {fields[0]!r}", record=record, field="class"
+                ) from None
+            if not 0 <= cls < len(classes):
+                raise InvalidInputError(
+                    label_path,
+                    f"class index {cls} outside 0..{len(classes) - 1}",
+                    record=record,
+                    field="class",
+                )
+            cx, cy, w, h = (
+                _number(v, label_path, record, k)
+                for v, k in zip(fields[1:], ("cx", "cy", "w", "h"), strict=True)
+            )
+            bw, bh = w * width, h * height
+            annotations.append(
+                _annotation(
+                    len(annotations) + 1,
+                    image_id,
+                    cls + 1,
+                    cx * width - bw / 2,
+                    cy * height - bh / 2,
+                    bw,
+                    bh,
+                )
+            )
+    return _coco(images, annotations, classes, f"converted from YOLO {labels_dir}")
+
+
+def coco_to_yolo(coco: Coco, out_dir: str | Path) -> list[Path]:
+    """Write one YOLO label file per image (empty for negatives) and classes.txt; return label paths."""
+    out_dir = Path(out_dir)
+    categories = _sorted_categories(coco)
+    # YOLO indices are positions in the id-sorted category list, so gaps in ids disappear.
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    by_image: dict[Any, list[dict]] = {im["id"]: [] for im in coco["images"]}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "classes.txt").write_text("".join(f"{c['name']}\n" for c in categories))
+    written = []
+    for im in coco["images"]:
+        width, height = float(im["width"]), float(im["height"])
+        lines = []
+        for ann in by_image[im["id"]]:
+            x, y, w, h = ann["bbox"]
+            lines.append(
+                f"{index[ann['category_id']]} {(x + w / 2) / width:.8f} {(y + h / 2) / height:.8f} "
+                f"{w / width:.8f} {h / height:.8f}\n"
+            )
+        path = out_dir / Path(im["file_name"]).with_suffix(".txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(lines))
+        written.append(path)
+    return written
+
+
+def deeppcb_to_coco(root: str | Path, split: str) -> Coco:
+    """The DeepPCB ``trainval`` or ``test`` split as COCO, file names relative to ``root``."""
+    root = Path(root)
+    list_file = root / f"{split}.txt"
+    if not list_file.is_file():
+        raise InvalidInputError(list_file, "DeepPCB split list not found")
+    images: list[dict] = []
+    annotations: list[dict] = []
+    for line_no, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            raise InvalidInputError(
+                list_file, "expected 'image.jpg labels.txt'", record=f"line {line_no}"
+            )
+        # The listed image name drops the '_test' suffix that the file on disk has.
+        image_rel = Path(fields[0])
+        image_rel = image_rel.with_name(f"{image_rel.stem}_test{image_rel.suffix}")
+        if not (root / image_rel).is_file():
+            raise ImageReadError(
+                root / image_rel, "image file not found", record=f"{list_file.name} line {line_no}"
+            )
+        image_id = len(images) + 1
+        # All DeepPCB crops are 640x640 (README); reading 1500 headers would only confirm it.
+        images.append(
+            {"id": image_id, "file_name": image_rel.as_posix(), "width": 640, "height": 640}
+        )
+        label_path = root / fields[1]
+        try:
+            label_lines = label_path.read_text().splitlines()
+        except OSError:
+            raise InvalidInputError(
+                label_path, "label file not found", record=f"{list_file.name} line {line_no}"
+            ) from None
+        for box_no, box_line in enumerate(label_lines, start=1):
+            values = box_line.replace(",", " ").split()
+            if not values:
+                continue
+            record = f"line {box_no}"
+            if len(values) != 5:
+                raise InvalidInputError(
+                    label_path, f"expected 'x1 y1 x2 y2 type', got {box_line!r}", record=record
+                )
+            x1, y1, x2, y2 = (
+                _number(v, label_path, record, k)
+                for v, k in zip(values[:4], ("x1", "y1", "x2", "y2"), strict=True)
+            )
+            kind = int(_number(values[4], label_path, record, "type"))
+            if not 1 <= kind <= len(DEEPPCB_CLASSES):
+                raise InvalidInputError(
+                    label_path, f"unknown defect type {kind}", record=record, field="type"
+                )
+            annotations.append(
+                _annotation(len(annotations) + 1, image_id, kind, x1, y1, x2 - x1, y2 - y1)
+            )
+    return _coco(
+        images, annotations, DEEPPCB_CLASSES, f"DeepPCB {split} split, converted from {root.name}"
+    )
+
+
+def convert_deeppcb(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``trainval.json`` and ``test.json`` for DeepPCB's official splits; return split -> path."""
+    out_dir = Path(out_dir)
+    return {
+        split: save_coco(deeppcb_to_coco(root, split), out_dir / f"{split}.json")
+        for split in ("trainval", "test")
+    }
