@@ -228,13 +228,15 @@ def render_image(
 
 
 def _split_counts(num_images: int, splits: dict[str, float]) -> dict[str, int]:
-    """Images per split: rounded shares, with the rounding remainder going to the largest split."""
+    """Images per split by largest remainder: shares are met as closely as whole images allow."""
     total = sum(splits.values())
     if total <= 0 or any(f < 0 for f in splits.values()):
         raise ValueError(f"split fractions must be non-negative and sum > 0, got {splits}")
-    counts = {name: int(round(num_images * f / total)) for name, f in splits.items()}
-    largest = max(splits, key=lambda k: splits[k])
-    counts[largest] += num_images - sum(counts.values())
+    exact = {name: num_images * f / total for name, f in splits.items()}
+    counts = {name: math.floor(v) for name, v in exact.items()}
+    by_remainder = sorted(splits, key=lambda name: counts[name] - exact[name])  # stable on ties
+    for name in by_remainder[: num_images - sum(counts.values())]:
+        counts[name] += 1
     return counts
 
 
