@@ -55,6 +55,8 @@ def _solid(alpha: np.ndarray, rgb: Sequence[float]) -> np.ndarray:
 
 def _scratch(rng: np.random.Generator, size: int, thick: int) -> Patch:
     """A thin, long, slightly bent line, either darker or brighter than the surface."""
+    # Shorter than ~6 widths it reads as a pill-shaped spot, not a scratch.
+    size = max(size, 6 * thick)
     pad = thick + 2
     n = size + 2 * pad
     canvas = np.zeros((n, n), np.uint8)
@@ -100,6 +102,9 @@ def _spot(rng: np.random.Generator, size: int, thick: int) -> Patch:
 
 def _crack(rng: np.random.Generator, size: int, thick: int) -> Patch:
     """A very dark jagged polyline with an occasional short branch."""
+    # Thinner than scratches, and long enough for the zigzag to show rather than a blob.
+    thick = max(1, thick - 1)
+    size = max(size, 8 * thick + 4)
     pad = thick + 2
     n = size + 2 * pad
     canvas = np.zeros((n, n), np.uint8)
