@@ -1,0 +1,115 @@
+"""`detection evaluate`: score a COCO results file against ground truth; table, JSON and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from detection.errors import DetectionError, InvalidInputError
+from detection.evaluation.coco import BACKENDS
+from detection.evaluation.evaluator import evaluate_detections
+from detection.evaluation.inputs import read_json
+from detection.evaluation.plots import save_plots
+from detection.evaluation.report import print_report, write_metrics_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `detection evaluate`."""
+    parser = argparse.ArgumentParser(
+        prog="detection evaluate",
+        description="COCO metrics, operating point and image-level pass/fail of a results file.",
+    )
+    parser.add_argument("--gt", required=True, type=Path, help="COCO ground-truth json")
+    parser.add_argument(
+        "--predictions", required=True, type=Path, help="COCO results json (list of detections)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json and plots")
+    parser.add_argument("--backend", choices=BACKENDS, default="faster", help="COCO evaluator")
+    parser.add_argument("--iou", type=float, default=0.5, help="IoU of the operating point")
+    parser.add_argument(
+        "--score-threshold", type=float, default=0.5, help="score threshold for every class"
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=Path,
+        help="json {class_name: threshold} (or a metrics.json: its calibrated_thresholds); "
+        "classes not listed use --score-threshold",
+    )
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        help="also report per class the threshold reaching this recall",
+    )
+    parser.add_argument(
+        "--area-ranges",
+        help='json (inline or a file) of three ranges, e.g. \'{"small": [0, 256], '
+        '"medium": [256, 1024], "large": [1024, 1e10]}\'',
+    )
+    parser.add_argument(
+        "--max-dets", type=int, nargs=3, default=[1, 10, 100], help="COCO maxDets (AR1/AR10/AR100)"
+    )
+    return parser
+
+
+def _load_thresholds(path: Path) -> dict[str, float]:
+    data = read_json(path)
+    if isinstance(data, dict) and isinstance(data.get("calibrated_thresholds"), dict):
+        data = data["calibrated_thresholds"]
+    if not isinstance(data, dict):
+        raise InvalidInputError(path, "must be a JSON object {class_name: threshold}")
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInputError(path, "must be a number", record=f"class '{name}'")
+    return {str(name): float(value) for name, value in data.items()}
+
+
+def _load_area_ranges(text: str) -> dict:
+    if Path(text).is_file():
+        data = read_json(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InvalidInputError(
+                "--area-ranges", f"neither a file nor valid JSON ({error})"
+            ) from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("--area-ranges", "must be a JSON object {name: [min, max]}")
+    return data
+
+
+def main(argv: list[str]) -> int:
+    """Run `detection evaluate`; returns 0, or 2 on bad input (one line on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        score_threshold: float | dict[str, float] = args.score_threshold
+        if args.thresholds is not None:
+            score_threshold = _load_thresholds(args.thresholds)
+        area_ranges = None if args.area_ranges is None else _load_area_ranges(args.area_ranges)
+        evaluation = evaluate_detections(
+            args.gt,
+            args.predictions,
+            backend=args.backend,
+            area_ranges=area_ranges,
+            max_dets=args.max_dets,
+            iou_threshold=args.iou,
+            score_threshold=score_threshold,
+            default_threshold=args.score_threshold,
+            target_recall=args.target_recall,
+        )
+        metrics_path = write_metrics_json(evaluation.report, args.out / "metrics.json")
+        plots = save_plots(evaluation.curves, evaluation.report, args.out)
+    except (DetectionError, ValueError, OSError) as error:
+        message = str(error).replace("\n", " ")
+        print(f"detection evaluate: error: {message}", file=sys.stderr)
+        return 2
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    print_report(evaluation.report, console)
+    console.print(f"wrote {metrics_path}")
+    for path in plots:
+        console.print(f"wrote {path}")
+    return 0
