@@ -65,7 +65,8 @@ def write_coco(
 
     Each entry of ``images`` may set: id (default 1, 2, ...), file_name (default NNN.png or .jpg
     for rgb), width (64), height (48), kind ("rgb"), boxes and crowd (lists of
-    (x, y, w, h, category_id)), write (False leaves the file out, for missing-file tests).
+    (x, y, w, h, category_id)), seed (pixel noise, default the index), write (False leaves
+    the file out, for missing-file tests).
     """
     root = Path(root)
     image_root = root / "images"
@@ -77,7 +78,8 @@ def write_coco(
         width, height = spec.get("width", 64), spec.get("height", 48)
         file_name = spec.get("file_name", f"{image_id:03d}.{'jpg' if kind == 'rgb' else 'png'}")
         if spec.get("write", True):
-            write_image(image_root / file_name, width, height, kind=kind, seed=index)
+            seed = spec.get("seed", index)
+            write_image(image_root / file_name, width, height, kind=kind, seed=seed)
         coco["images"].append(
             {"id": image_id, "file_name": file_name, "width": width, "height": height}
         )
