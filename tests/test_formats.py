@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from detection.commands.data import main as data_main
 from detection.data import formats
@@ -21,7 +23,7 @@ def _boxes_by_file(coco: dict) -> dict[str, list[tuple[str, list[float]]]]:
     out: dict[str, list] = {im["file_name"]: [] for im in coco["images"]}  # negatives included
     for ann in coco["annotations"]:
         out[files[ann["image_id"]]].append((names[ann["category_id"]], ann["bbox"]))
-    return {k: sorted(v, key=lambda item: (item[0], item[1])) for k, v in out.items()}
+    return out  # converters keep the order of boxes within an image
 
 
 def _assert_same_boxes(a: dict, b: dict, tol: float) -> None:
@@ -179,3 +181,40 @@ def test_cli_convert_both_directions(
     assert data_main([*args, "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert "--classes" in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def one_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("one")
+    cv2.imwrite(str(folder / "x.png"), np.zeros((37, 53, 3), np.uint8))
+    return folder
+
+
+_coord = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(boxes=st.lists(st.tuples(_coord, _coord, _coord, _coord, st.integers(0, 2)), max_size=6))
+def test_round_trips_keep_arbitrary_boxes(one_image: Path, boxes: list, tmp_path_factory) -> None:
+    """Any box inside the image, integral or not, survives COCO -> VOC/YOLO -> COCO."""
+    annotations = []
+    for i, (a, b, c, d, cls) in enumerate(boxes):
+        x0, x1 = sorted((a * 53, c * 53))
+        y0, y1 = sorted((b * 37, d * 37))
+        annotations.append(
+            {"id": i + 1, "image_id": 1, "category_id": cls + 1, "bbox": [x0, y0, x1 - x0, y1 - y0]}
+        )
+    coco = {
+        "images": [{"id": 1, "file_name": "x.png", "width": 53, "height": 37}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}],
+    }
+    out = tmp_path_factory.mktemp("rt")
+    formats.coco_to_voc(coco, out / "voc")
+    _assert_same_boxes(coco, formats.voc_to_coco(one_image, out / "voc", ["a", "b", "c"]), tol=1e-9)
+    formats.coco_to_yolo(coco, out / "yolo")
+    _assert_same_boxes(
+        coco, formats.yolo_to_coco(one_image, out / "yolo", ["a", "b", "c"]), tol=1e-5
+    )
