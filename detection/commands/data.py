@@ -121,20 +121,20 @@ def _print_summary(result: LintResult, kinds: dict[str, str]) -> None:
     from rich.table import Table
 
     counts = result.counts()
-    table = Table(
-        title=f"{result.file}: {result.num_images} images, {result.num_annotations} boxes, "
-        f"{result.num_categories} categories"
-    )
-    table.add_column("kind")
-    table.add_column("severity")
-    table.add_column("count", justify="right")
-    for kind, count in counts.items():
-        table.add_row(kind, kinds[kind], str(count))
     console = Console(highlight=False)
+    console.print(
+        f"{result.file}: {result.num_images} images, {result.num_annotations} boxes, "
+        f"{result.num_categories} categories",
+        soft_wrap=True,
+    )
     if counts:
+        table = Table()
+        table.add_column("kind")
+        table.add_column("severity")
+        table.add_column("count", justify="right")
+        for kind, count in counts.items():
+            table.add_row(kind, kinds[kind], str(count))
         console.print(table)
-    else:
-        console.print(table.title)
     verdict = "OK" if result.ok else "FAILED"
     console.print(f"{verdict}: {len(result.errors)} errors, {len(result.warnings)} warnings")
 
