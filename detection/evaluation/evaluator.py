@@ -16,6 +16,7 @@ from detection.evaluation.coco import (
     check_backend,
     check_max_dets,
     coco_metrics,
+    paused_gc,
 )
 from detection.evaluation.image_level import image_level_report
 from detection.evaluation.inputs import (
@@ -74,44 +75,45 @@ def evaluate_detections(
     dets = check_max_dets(max_dets)
     _check_unit_interval("iou_threshold", iou_threshold, allow_zero=False)
     _check_unit_interval("target_recall", target_recall, allow_zero=False)
-    ground_truth = load_ground_truth(gt)
-    if image_ids is not None:
-        ground_truth = restrict_to_images(ground_truth, image_ids)
-    thresholds = class_thresholds(score_threshold, ground_truth.class_names, default_threshold)
-    detections = load_predictions(predictions, ground_truth)
+    with paused_gc():
+        ground_truth = load_ground_truth(gt)
+        if image_ids is not None:
+            ground_truth = restrict_to_images(ground_truth, image_ids)
+        thresholds = class_thresholds(score_threshold, ground_truth.class_names, default_threshold)
+        detections = load_predictions(predictions, ground_truth)
 
-    report: dict[str, Any] = coco_metrics(
-        backend,
-        ground_truth,
-        detections,
-        thresholds=COCO_IOU_THRESHOLDS,
-        area_ranges=ranges,
-        max_dets=dets,
-    )
-    matches = match_detections(ground_truth, detections, iou_threshold, backend)
-    operating_point = compute_operating_point(
-        ground_truth,
-        detections,
-        matches,
-        thresholds,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        target_recall=target_recall,
-    )
-    report["operating_point"] = operating_point.report
-    report["image_level"] = image_level_report(
-        ground_truth, detections, matches, thresholds, iou_threshold
-    )
-    report["calibrated_thresholds"] = calibrated_thresholds(operating_point, default_threshold)
-    report["settings"] = {
-        "backend": backend,
-        "area_ranges": ranges,
-        "max_dets": dets,
-        "images": len(ground_truth.image_ids),
-        "detections": len(detections),
-        "ground_truth": ground_truth.source,
-    }
-    return Evaluation(report, operating_point.curves)
+        report: dict[str, Any] = coco_metrics(
+            backend,
+            ground_truth,
+            detections,
+            thresholds=COCO_IOU_THRESHOLDS,
+            area_ranges=ranges,
+            max_dets=dets,
+        )
+        matches = match_detections(ground_truth, detections, iou_threshold, backend)
+        operating_point = compute_operating_point(
+            ground_truth,
+            detections,
+            matches,
+            thresholds,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            target_recall=target_recall,
+        )
+        report["operating_point"] = operating_point.report
+        report["image_level"] = image_level_report(
+            ground_truth, detections, matches, thresholds, iou_threshold
+        )
+        report["calibrated_thresholds"] = calibrated_thresholds(operating_point, default_threshold)
+        report["settings"] = {
+            "backend": backend,
+            "area_ranges": ranges,
+            "max_dets": dets,
+            "images": len(ground_truth.image_ids),
+            "detections": len(detections),
+            "ground_truth": ground_truth.source,
+        }
+        return Evaluation(report, operating_point.curves)
 
 
 def _world_size() -> int:

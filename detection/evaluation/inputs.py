@@ -62,7 +62,7 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _check_box(box: Any, source: str, record: str, allow_missing: bool = False) -> list[float]:
+def _check_box(box: Any, source: str, record: str) -> list[float]:
     """Validate an ``[x, y, w, h]`` box and return it as floats."""
     if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
         raise InvalidInputError(source, "must be a list [x, y, w, h]", record=record, field="bbox")
@@ -154,11 +154,7 @@ def load_ground_truth(gt: dict | str | Path | GroundTruth) -> GroundTruth:
     return GroundTruth(dataset, source, category_names, sorted(seen_images))
 
 
-def load_predictions(
-    predictions: Sequence[dict] | str | Path,
-    gt: GroundTruth,
-    image_ids: Iterable[int] | None = None,
-) -> list[dict]:
+def load_predictions(predictions: Sequence[dict] | str | Path, gt: GroundTruth) -> list[dict]:
     """Validate COCO result records against ``gt``; return fresh dicts ready for COCO eval.
 
     Each returned record gets ``id`` = position + 1 (as COCO ``loadRes`` assigns), ``area`` =
@@ -168,13 +164,20 @@ def load_predictions(
     records = read_json(predictions) if isinstance(predictions, (str, Path)) else predictions
     if not isinstance(records, (list, tuple)):
         raise InvalidInputError(source, "must be a list of COCO result records")
-    known_images = set(gt.image_ids) if image_ids is None else set(image_ids)
+    known_images = set(gt.image_ids)
     columns = _columns(records, known_images, gt.category_names)
     if columns is None:
-        # Something is wrong; the record-by-record check finds the first bad record and names it.
-        for i, rec in enumerate(records):
-            _check_record(rec, f"record {i}", source, known_images, gt)
-        raise AssertionError("vectorised and per-record prediction checks disagree")
+        # Something is unusual: the record-by-record check names the first bad record, or
+        # normalises valid values the column check does not take (e.g. numpy int16 ids).
+        rows = [
+            _check_record(r, f"record {i}", source, known_images, gt) for i, r in enumerate(records)
+        ]
+        columns = (
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            np.array([row[2] for row in rows], dtype=np.float64).reshape(-1, 4),
+            np.array([row[3] for row in rows], dtype=np.float64),
+        )
     image_col, category_col, boxes, scores = columns
     areas = (boxes[:, 2] * boxes[:, 3]).tolist()
     return [
@@ -244,8 +247,8 @@ def _columns(
 
 def _check_record(
     rec: Any, record: str, source: str, known_images: set[int], gt: GroundTruth
-) -> None:
-    """Raise InvalidInputError naming the field if one prediction record is invalid."""
+) -> tuple[int, int, list[float], float]:
+    """(image_id, category_id, box, score) of one prediction; InvalidInputError if invalid."""
     if not isinstance(rec, dict):
         raise InvalidInputError(source, "must be an object", record=record)
     for field in PREDICTION_FIELDS:
@@ -272,7 +275,7 @@ def _check_record(
         raise InvalidInputError(
             source, f"must be a finite number, got {score!r}", record=record, field="score"
         )
-    _check_box(rec["bbox"], source, record)
+    return int(image_id), int(category_id), _check_box(rec["bbox"], source, record), float(score)
 
 
 def restrict_to_images(gt: GroundTruth, image_ids: Iterable[int]) -> GroundTruth:
