@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from detection.evaluation.evaluator import evaluate_detections
 from detection.evaluation.inputs import load_ground_truth, load_predictions
@@ -195,3 +203,81 @@ def test_no_detections_at_all():
     assert report["image_level"]["escapes"] == 3
     assert report["image_level"]["false_rejects"] == 0
     assert report["image_level"]["confusion_matrix"]["matrix"] == [[0, 0, 2], [0, 0, 2], [0, 0, 0]]
+
+
+@st.composite
+def random_cases(draw):
+    """Small random datasets with crowd regions, class confusions and tied scores."""
+    n_images, n_classes = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    boxes = st.lists(st.integers(0, 50), min_size=4, max_size=4).map(
+        lambda v: [v[0], v[1], v[2] % 30 + 1, v[3] % 30 + 1]
+    )
+    annotations, predictions = [], []
+    for image_id in range(1, n_images + 1):
+        mine = []
+        for _ in range(draw(st.integers(0, 4))):
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": draw(st.integers(1, n_classes)),
+                "bbox": draw(boxes),
+                "iscrowd": int(draw(st.integers(0, 5)) == 0),
+            }
+            annotations.append(ann)
+            mine.append(ann)
+        for _ in range(draw(st.integers(0, 6))):
+            if mine and draw(st.booleans()):
+                x, y, w, h = draw(st.sampled_from(mine))["bbox"]
+                box = [x + draw(st.integers(-3, 3)), y, w, h + draw(st.integers(0, 3))]
+            else:
+                box = draw(boxes)
+            predictions.append(
+                det(
+                    image_id,
+                    draw(st.integers(1, n_classes)),
+                    box,
+                    draw(st.sampled_from([0.2, 0.5, 0.8])),
+                )
+            )
+    gt = {
+        "images": [{"id": i} for i in range(1, n_images + 1)],
+        "categories": [{"id": c, "name": f"c{c}"} for c in range(1, n_classes + 1)],
+        "annotations": annotations,
+    }
+    return gt, predictions, draw(st.sampled_from([0.0, 0.5, 0.7]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(random_cases())
+def test_random_cases_are_consistent_with_cocoeval(case):
+    gt, predictions, threshold = case
+    reports = [
+        evaluate_detections(gt, predictions, backend=b, score_threshold=threshold).report
+        for b in ("faster", "pycocotools")
+    ]
+    assert reports[0]["operating_point"] == reports[1]["operating_point"]
+    assert reports[0]["image_level"] == reports[1]["image_level"]
+    report = reports[0]
+    matrix = np.array(report["image_level"]["confusion_matrix"]["matrix"])
+    per_class = report["operating_point"]["per_class"]
+    for k, stats in enumerate(per_class.values()):
+        assert matrix[k, k] == stats["tp"]
+        assert matrix[k].sum() == stats["tp"] + stats["fn"]
+        assert matrix[:, k].sum() == stats["tp"] + stats["fp"]
+    if threshold == 0.0 and predictions:
+        # With every detection admitted, recall is COCOeval's recall at IoU 0.5 (maxDets 100
+        # is never reached here).
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt = COCO()
+            coco_gt.dataset = copy.deepcopy(gt)
+            for ann in coco_gt.dataset["annotations"]:  # pycocotools needs it; ours defaults it
+                ann["area"] = ann["bbox"][2] * ann["bbox"][3]
+            coco_gt.createIndex()
+            coco_dt = coco_gt.loadRes(copy.deepcopy(predictions))
+            evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+            evaluator.evaluate()
+            evaluator.accumulate()
+        recall = evaluator.eval["recall"][0, :, 0, -1]
+        for k, stats in enumerate(per_class.values()):
+            if recall[k] > -1:
+                assert stats["recall"] == pytest.approx(recall[k], abs=1e-12)
