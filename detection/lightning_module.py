@@ -1,0 +1,274 @@
+"""DetectionModule: the LightningModule around a torchvision Faster R-CNN."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from detection.errors import DetectionError
+from detection.lr_schedule import lr_factor
+from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
+from detection.models.faster_rcnn import build_model
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[list[Tensor], list[dict[str, Any]]]
+
+
+class NonFiniteLossError(DetectionError):
+    """Training produced too many non-finite losses in a row."""
+
+
+def detections_to_coco(output: dict[str, Tensor], category_ids: list[int]) -> list[dict[str, Any]]:
+    """One image's torchvision detections as COCO result dicts (bbox xywh, category ids)."""
+    boxes = output["boxes"].detach().float().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    labels = output["labels"].cpu().tolist()
+    scores = output["scores"].detach().float().cpu().tolist()
+    return [
+        {"category_id": category_ids[label - 1], "bbox": box, "score": score}
+        for box, label, score in zip(xywh, labels, scores, strict=True)
+    ]
+
+
+class DetectionModule(L.LightningModule):
+    """Faster R-CNN training, validation with COCO + operating-point metrics, and prediction.
+
+    `num_classes` counts object classes without background. With LightningCLI the data
+    module fills `num_classes`, `class_names` and `category_ids` from the COCO file.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "fasterrcnn_resnet50_fpn",
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        category_ids: list[int] | None = None,
+        weights: str | None = None,
+        weights_backbone: str | None = None,
+        trainable_backbone_layers: int | None = None,
+        min_size: int | list[int] = 800,
+        max_size: int = 1333,
+        model_kwargs: dict[str, Any] | None = None,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.02,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        scheduler: Literal["multistep", "cosine", "constant"] = "multistep",
+        milestones: list[int] | None = None,
+        milestones_unit: Literal["epoch", "step"] = "epoch",
+        gamma: float = 0.1,
+        warmup_iters: int = 1000,
+        warmup_factor: float = 0.001,
+        max_nonfinite_steps: int = 10,
+        eval_backend: Literal["faster", "pycocotools"] = "faster",
+        area_ranges: dict[str, list[float]] | None = None,
+        iou_threshold: float = 0.5,
+        score_threshold: float = 0.5,
+        target_recall: float | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes is None:
+            num_classes = len(class_names) if class_names else None
+        if num_classes is None:
+            raise ValueError("DetectionModule needs num_classes or class_names")
+        class_names = (
+            list(class_names) if class_names else [f"class_{i}" for i in range(1, num_classes + 1)]
+        )
+        category_ids = list(category_ids) if category_ids else list(range(1, num_classes + 1))
+        if not len(class_names) == len(category_ids) == num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but {len(class_names)} class names and {len(category_ids)} category ids"
+            )
+        self.save_hyperparameters()
+        model_args = {"min_size": min_size, "max_size": max_size, **(model_kwargs or {})}
+        self.model = build_model(
+            model_name,
+            num_classes,
+            weights=weights,
+            weights_backbone=weights_backbone,
+            trainable_backbone_layers=trainable_backbone_layers,
+            **model_args,
+        )
+        self.meta = CheckpointMeta(
+            model_name=model_name,
+            num_classes=num_classes,
+            class_names=class_names,
+            category_ids=category_ids,
+            model_args=model_args,
+            score_threshold=score_threshold,
+        )
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.evaluator: Any = None
+        self.last_report: dict[str, Any] | None = None
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections per image, boxes in the pixels of each input tensor."""
+        return self.model(images)
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        images, targets = batch
+        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        loss_dict = self.model(images, targets)
+        loss = sum(loss_dict.values())
+        # All ranks must agree to skip, or DDP would wait forever for the skipped gradients.
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if not finite:
+            return self._skip_nonfinite(loss_dict)
+        self.nonfinite_in_a_row = 0
+        batch_size = len(images)
+        for name, value in loss_dict.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _skip_nonfinite(self, loss_dict: dict[str, Tensor]) -> None:
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+        log.warning(
+            "non-finite loss at step %d (%s): step skipped (%d in a row, %d in all)",
+            self.global_step,
+            terms,
+            self.nonfinite_in_a_row,
+            self.nonfinite_total,
+        )
+        self.log("train/nonfinite_steps", float(self.nonfinite_total))
+        if self.nonfinite_in_a_row >= self.hparams.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} non-finite losses in a row at step {self.global_step}: "
+                "lower the learning rate, lengthen warmup, enable gradient clipping or check the boxes"
+            )
+        return None
+
+    # -------------------------------------------------------------- evaluation
+    def _ground_truth(self, stage: str) -> dict[str, Any]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "ground_truth"):
+            return datamodule.ground_truth(stage)
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        return loader.dataset.ground_truth
+
+    def _start_evaluation(self, stage: str) -> None:
+        from detection.evaluation.evaluator import DetectionEvaluator
+
+        self.evaluator = DetectionEvaluator(
+            self._ground_truth(stage),
+            backend=self.hparams.eval_backend,
+            area_ranges=self.hparams.area_ranges,
+            iou_threshold=self.hparams.iou_threshold,
+            score_threshold=self.hparams.score_threshold,
+            target_recall=self.hparams.target_recall,
+        )
+
+    def _evaluation_step(self, batch: Batch) -> None:
+        images, targets = batch
+        outputs = self.model(images)
+        for target, output in zip(targets, outputs, strict=True):
+            self.evaluator.process(
+                int(target["image_id"]), detections_to_coco(output, self.meta.category_ids)
+            )
+
+    def _finish_evaluation(self, stage: str) -> dict[str, Any]:
+        report = self.evaluator.evaluate()
+        self.evaluator = None
+        metrics = {
+            "mAP": report["AP"],
+            **{k: report[k] for k in ("AP50", "AP75", "APs", "APm", "APl", "AR100")},
+        }
+        overall = report["operating_point"]["overall"]
+        metrics.update(
+            {"precision": overall["precision"], "recall": overall["recall"], "f1": overall["f1"]}
+        )
+        # Every rank already holds the gathered, de-duplicated numbers: no further reduction.
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
+        self.last_report = report
+        return report
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation("val")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        report = self._finish_evaluation("val")
+        if not self.trainer.sanity_checking:
+            # Thresholds travel with the checkpoint written after this validation, so the best
+            # checkpoint carries the thresholds calibrated on its own validation.
+            self.meta.thresholds = {k: float(v) for k, v in report["calibrated_thresholds"].items()}
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation("test")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
+        images, targets = batch
+        outputs = self.model(images)
+        return [
+            {
+                "image_id": int(t["image_id"]),
+                "detections": detections_to_coco(o, self.meta.category_ids),
+            }
+            for t, o in zip(targets, outputs, strict=True)
+        ]
+
+    # ------------------------------------------------------------ optimization
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
+        elif hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"optimizer must be sgd or adamw, got '{hp.optimizer}'")
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        milestones = list(hp.milestones or [])
+        if hp.milestones_unit == "epoch" and milestones:
+            max_epochs = (
+                self.trainer.max_epochs
+                if self.trainer.max_epochs and self.trainer.max_epochs > 0
+                else None
+            )
+            if max_epochs is None:
+                raise ValueError(
+                    "milestones in epochs need trainer.max_epochs; use milestones_unit: step"
+                )
+            steps_per_epoch = total_steps / max_epochs
+            milestones = [round(m * steps_per_epoch) for m in milestones]
+        factor = lr_factor(
+            warmup_iters=hp.warmup_iters,
+            warmup_factor=hp.warmup_factor,
+            kind=hp.scheduler,
+            total_steps=total_steps,
+            milestones=milestones,
+            gamma=hp.gamma,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.meta.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if CHECKPOINT_KEY in checkpoint:
+            self.meta.thresholds = CheckpointMeta.from_dict(checkpoint[CHECKPOINT_KEY]).thresholds
