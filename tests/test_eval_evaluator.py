@@ -185,3 +185,10 @@ def test_real_gloo_process_group_matches_single_process(tmp_path):
     expected = json.loads(json.dumps(evaluate_detections(gt, flat(per_image)).report))
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
+
+
+def test_nothing_processed_gives_an_empty_report():
+    gt, _ = make_case()
+    report = DetectionEvaluator(gt, score_threshold=0.4).evaluate()
+    assert report["AP"] == -1.0 and report["image_level"]["images"] == 0
+    assert report["calibrated_thresholds"] == {"scratch": 0.4, "dent": 0.4}

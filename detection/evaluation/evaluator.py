@@ -61,15 +61,17 @@ def evaluate_detections(
     max_dets: Sequence[int] = (1, 10, 100),
     iou_threshold: float = 0.5,
     score_threshold: float | Mapping[str, float] = 0.5,
-    default_threshold: float = 0.5,
+    default_threshold: float | None = None,
     target_recall: float | None = None,
     image_ids: Iterable[int] | None = None,
 ) -> Evaluation:
     """COCO metrics, operating point, image level and calibrated thresholds in one report.
 
     ``score_threshold`` is one value for every class or {class_name: value}; classes missing
-    from such a mapping use ``default_threshold``, which is also the calibration fallback.
+    from such a mapping use ``default_threshold``, which is also the calibration fallback for
+    a class without a true positive (default: ``score_threshold`` if it is a number, else 0.5).
     """
+    default_threshold = _default_threshold(score_threshold, default_threshold)
     check_backend(backend)
     ranges = check_area_ranges(area_ranges)
     dets = check_max_dets(max_dets)
@@ -116,6 +118,14 @@ def evaluate_detections(
         return Evaluation(report, operating_point.curves)
 
 
+def _default_threshold(
+    score_threshold: float | Mapping[str, float], default_threshold: float | None
+) -> float:
+    if default_threshold is not None:
+        return float(default_threshold)
+    return 0.5 if isinstance(score_threshold, Mapping) else float(score_threshold)
+
+
 def _world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
@@ -129,7 +139,8 @@ class DetectionEvaluator:
     per image, ``evaluate()``. Only processed images are evaluated (so a partial validation
     pass is scored on what it saw). Under torch.distributed every rank's records are
     gathered and de-duplicated by image id, since DistributedSampler pads its shards with
-    repeated images; all ranks then compute and return the same report.
+    repeated images; all ranks then compute and return the same report. ``evaluate()`` is
+    then a collective call: every rank must make it.
     """
 
     def __init__(
@@ -140,7 +151,7 @@ class DetectionEvaluator:
         area_ranges: Mapping[str, Sequence[float]] | None = None,
         iou_threshold: float = 0.5,
         score_threshold: float | Mapping[str, float] = 0.5,
-        default_threshold: float = 0.5,
+        default_threshold: float | None = None,
         target_recall: float | None = None,
     ) -> None:
         self.gt = load_ground_truth(gt)
@@ -149,10 +160,10 @@ class DetectionEvaluator:
         _check_unit_interval("iou_threshold", iou_threshold, allow_zero=False)
         _check_unit_interval("target_recall", target_recall, allow_zero=False)
         self.iou_threshold = iou_threshold
+        self.default_threshold = _default_threshold(score_threshold, default_threshold)
         # Fail at construction, not after a whole validation epoch.
-        class_thresholds(score_threshold, self.gt.class_names, default_threshold)
+        class_thresholds(score_threshold, self.gt.class_names, self.default_threshold)
         self.score_threshold = score_threshold
-        self.default_threshold = default_threshold
         self.target_recall = target_recall
         self.last: Evaluation | None = None
         self._records: dict[int, list[dict]] = {}
