@@ -1,0 +1,211 @@
+"""`detection inspect`: run a checkpoint over folders of images as a resumable batch job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from detection.errors import DetectionError
+from detection.inference.job import InspectConfig, run_inspect
+from detection.inference.predictor import PRECISIONS
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad arguments, checkpoint or output folder: nothing was inspected
+EXIT_INPUT_ERRORS = 3  # the job finished, but some inputs could not be read (see errors.jsonl)
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+exit status:
+  0    every input was inspected
+  2    bad arguments, checkpoint or output folder (one line on stderr)
+  3    the job finished but some inputs could not be read: see OUT/errors.jsonl
+  130  interrupted: run the same command again to resume
+
+outputs (in --output):
+  results/part-<rank>-<n>.jsonl  one line per image: image, width, height, detections
+                                 [{bbox xyxy, score, label, class_name, category_id, fail}],
+                                 decision ("pass"/"fail")
+  errors.jsonl                   one line per unreadable/refused input, with the reason
+  summary.json                   counts, per-class counts, images/s
+  coco_results.json, results.csv with --coco-results, --csv
+  failed/                        with --save-images: failed images with their defects drawn
+
+Detections with score >= --report-threshold are listed; those >= their class threshold have
+"fail": true and fail the image. A job that is killed resumes where it stopped when the same
+command is run again; each image ends up in the output exactly once.
+"""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse with a one-line error message."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def parse_thresholds(values: list[str] | None) -> float | dict[str, float] | None:
+    """'0.6' sets every class, 'scratch=0.4' one class; both may be given (key '*' is the rest)."""
+    if not values:
+        return None
+    default: float | None = None
+    named: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.rpartition("=")
+        try:
+            threshold = float(number)
+        except ValueError:
+            raise ValueError(f"--threshold '{value}': expected 0.5 or CLASS=0.5") from None
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"--threshold '{value}': a score threshold lies in 0..1")
+        if sep:
+            named[name] = threshold
+        else:
+            default = threshold
+    if not named:
+        return default
+    return {"*": default, **named} if default is not None else named
+
+
+def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    """--threshold and --report-threshold, shared with `detection export`."""
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        metavar="VALUE|CLASS=VALUE",
+        help="score at which a detection fails the part: one value for all classes and/or "
+        "CLASS=VALUE (repeatable); default: the checkpoint's calibrated thresholds",
+    )
+    parser.add_argument(
+        "--report-threshold",
+        type=float,
+        default=0.05,
+        help="lowest score written to the results (default 0.05)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `detection inspect`."""
+    parser = CommandParser(
+        prog="detection inspect",
+        description="Inspect folders of images with a trained checkpoint: pass/fail per image.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint (.ckpt) of a trained model")
+    parser.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        help="folders (searched recursively), glob patterns ('imgs/**/*.png'), list files "
+        "(.txt, one path a line, relative to the list) or image files",
+    )
+    parser.add_argument(
+        "--output", required=True, help="output folder (created; resumed if it exists)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="images per model call (default 8)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="decoding processes per device (default 2)"
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes on this node, one per GPU, each taking its own share of the inputs",
+    )
+    parser.add_argument("--num-nodes", type=int, default=1, help="machines running this job")
+    parser.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0..N-1")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: 16-mixed on CUDA, 32 on CPU (mixed precision is used on CUDA only)",
+    )
+    add_threshold_arguments(parser)
+    parser.add_argument(
+        "--tile", type=int, help="cut images into TILE x TILE windows (for images much larger "
+        "than the training size); detections are merged with class-wise NMS",
+    )  # fmt: skip
+    parser.add_argument(
+        "--overlap", type=float, default=0.2, help="overlap of neighbouring tiles (default 0.2)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=100_000_000,
+        help="refuse larger images without decoding them (default 100000000; 0: no limit)",
+    )
+    parser.add_argument(
+        "--save-images", action="store_true", help="save failed images with defects drawn"
+    )
+    parser.add_argument("--coco-results", action="store_true", help="also write coco_results.json")
+    parser.add_argument("--csv", action="store_true", help="also write results.csv")
+    parser.add_argument(
+        "--shard-lines", type=int, default=10000, help="lines per results file (default 10000)"
+    )
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="do not fsync each batch (faster on network disks; a killed job still resumes "
+        "exactly, but a machine crash may lose the last lines written)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run `detection inspect`; returns the exit status described in --help."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = InspectConfig(
+            checkpoint=args.checkpoint,
+            inputs=list(args.input),
+            output=args.output,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            node_rank=args.node_rank,
+            device=args.device,
+            precision=args.precision,
+            thresholds=parse_thresholds(args.threshold),
+            report_threshold=args.report_threshold,
+            tile=args.tile,
+            overlap=args.overlap,
+            max_pixels=args.max_pixels or None,
+            save_images=args.save_images,
+            coco_results=args.coco_results,
+            csv=args.csv,
+            shard_lines=args.shard_lines,
+            fsync=not args.no_fsync,
+            progress=not args.no_progress,
+        )
+        summary = run_inspect(config)
+    except KeyboardInterrupt:
+        print("detection inspect: interrupted; run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (DetectionError, ValueError, OSError) as err:
+        print(f"detection inspect: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    rate = summary["images_per_s"]
+    print(
+        f"{summary['images']} images: {summary['passed']} passed, {summary['failed']} failed, "
+        f"{summary['errors']} unreadable; {summary['this_run']['images']} inspected now"
+        + (f" at {rate:.1f} images/s" if rate else "")
+        + f"; results in {args.output}"
+    )
+    if not summary["complete"]:
+        print(
+            f"note: {summary['missing']} inputs have no result yet (other nodes still running?); "
+            "run the same command again when they are done",
+            file=sys.stderr,
+        )
+    return EXIT_INPUT_ERRORS if summary["errors"] else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,358 @@
+"""Detector: a trained checkpoint as a small inference API (Detectron2's DefaultPredictor idea).
+
+Which detections a result holds, and which fail the part:
+
+- *reported*: every detection scoring at least `report_threshold` (default 0.05), useful for
+  review and for lowering thresholds later;
+- *defects* (`Prediction.defects`, `"fail": true` in files): detections scoring at least their
+  class's threshold (the checkpoint's calibrated one unless overridden). One defect fails the
+  image. A defect is always reported, even when its class threshold is below `report_threshold`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.models.detection import FasterRCNN
+
+from detection.data.image_io import read_image
+from detection.errors import DetectionError
+from detection.inference.tiling import merge_detections, tile_windows
+from detection.models.checkpoint import CheckpointMeta, load_model
+
+ImageInput = Union[str, Path, np.ndarray, Image.Image, torch.Tensor]  # noqa: UP007 - runtime alias
+PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed")
+
+
+@dataclass
+class Prediction:
+    """Detections of one image in its original pixels, and whether the part passes."""
+
+    boxes: np.ndarray  # (N, 4) float32 xyxy
+    scores: np.ndarray  # (N,) float32, decreasing
+    labels: np.ndarray  # (N,) int64, 1..K
+    defects: np.ndarray  # (N,) bool: score >= the class threshold
+    class_names: list[str]  # per detection
+    category_ids: list[int]  # per detection, the dataset's category ids
+    width: int
+    height: int
+    image: str | None = None  # the file path, when the input was one
+
+    @property
+    def passed(self) -> bool:
+        """True when no detection reaches its class threshold."""
+        return not bool(self.defects.any())
+
+    @property
+    def decision(self) -> str:
+        """'pass' or 'fail'."""
+        return "pass" if self.passed else "fail"
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON Lines record of this image (boxes rounded to 0.01 px)."""
+        detections = [
+            {
+                "bbox": [round(float(v), 2) for v in box],
+                "score": round(float(score), 5),
+                "label": int(label),
+                "class_name": name,
+                "category_id": int(category),
+                "fail": bool(defect),
+            }
+            for box, score, label, name, category, defect in zip(
+                self.boxes,
+                self.scores,
+                self.labels,
+                self.class_names,
+                self.category_ids,
+                self.defects,
+                strict=True,
+            )
+        ]
+        return {
+            "image": self.image,
+            "width": self.width,
+            "height": self.height,
+            "decision": self.decision,
+            "detections": detections,
+        }
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> the first CUDA device if there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DetectionError(f"device '{device}' requested but CUDA is not available")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'32', '16-mixed' or 'bf16-mixed' for `device`; mixed precision is only used on CUDA."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got '{precision}'")
+    if precision == "auto":
+        return "16-mixed" if device.type == "cuda" else "32"
+    if precision == "32-true":
+        return "32"
+    if precision != "32" and device.type != "cuda":
+        # CPU autocast (bf16) runs detection several times slower than float32 on common CPUs.
+        warnings.warn(
+            f"precision '{precision}' is only used on CUDA; running float32 on {device}",
+            stacklevel=3,
+        )
+        return "32"
+    return precision
+
+
+def label_thresholds(
+    meta: CheckpointMeta, thresholds: float | dict[str, float] | None = None
+) -> list[float]:
+    """Threshold of each label 1..K: a float for all classes, or {class: value}, where the key
+    '*' sets every class not named; anything unset keeps the checkpoint's calibrated value."""
+    if isinstance(thresholds, dict) and "*" in thresholds:
+        default = float(thresholds["*"])
+        named = {k: float(v) for k, v in thresholds.items() if k != "*"}
+        return meta.class_thresholds({**dict.fromkeys(meta.class_names, default), **named})
+    return meta.class_thresholds(thresholds)
+
+
+def _array_to_tensor(array: np.ndarray, bgr: bool) -> torch.Tensor:
+    """HxW or HxWxC (C in 1, 3, 4) uint8/uint16/float array -> CHW uint8 or float 0..1 tensor."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an HxW or HxWxC image array (C 1, 3 or 4), got {array.shape}")
+    array = array[:, :, :3]  # drop alpha
+    if bgr and array.shape[2] == 3:
+        array = array[:, :, ::-1]
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.dtype == np.uint16:
+        array = (array >> 8).astype(np.uint8)  # the high byte, as read_image does
+    if not array.flags.writeable:
+        array = array.copy()  # torch refuses to share read-only memory (e.g. PIL's buffers)
+    if array.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    if np.issubdtype(array.dtype, np.floating):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
+    raise ValueError(f"unsupported image array dtype {array.dtype}; use uint8, uint16 or float")
+
+
+def to_image_tensor(
+    image: ImageInput, bgr: bool = False, max_pixels: int | None = None
+) -> tuple[torch.Tensor, str | None]:
+    """Any supported input -> (CHW uint8 or float 0..1 RGB tensor, file name or None).
+
+    Paths are decoded with `read_image`; numpy arrays are RGB unless `bgr` (OpenCV's order);
+    PIL images are converted to RGB; tensors must be CHW, uint8 or float in 0..1.
+    """
+    if isinstance(image, str | Path):
+        return _array_to_tensor(read_image(image, max_pixels), bgr=False), str(image)
+    if isinstance(image, np.ndarray):
+        return _array_to_tensor(image, bgr), None
+    if isinstance(image, Image.Image):
+        return _array_to_tensor(np.asarray(image.convert("RGB")), bgr=False), None
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise ValueError(
+                f"expected a CHW image tensor with 1 or 3 channels, got {tuple(image.shape)}"
+            )
+        if image.dtype != torch.uint8 and not image.is_floating_point():
+            raise ValueError(f"unsupported image tensor dtype {image.dtype}; use uint8 or float")
+        return (image.expand(3, -1, -1) if image.shape[0] == 1 else image), None
+    raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
+    """One image or many -> a list; a 4-D tensor is a batch of CHW images."""
+    if isinstance(images, str | Path | np.ndarray | Image.Image):
+        return [images]
+    if isinstance(images, torch.Tensor):
+        return list(images) if images.ndim == 4 else [images]
+    return list(images)
+
+
+class Detector:
+    """A trained detector with its class names and thresholds: images in, `Prediction`s out.
+
+    The Detector sets the model's internal score threshold to the lowest score it must report.
+    """
+
+    def __init__(
+        self,
+        model: FasterRCNN,
+        meta: CheckpointMeta,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        thresholds: float | dict[str, float] | None = None,
+        report_threshold: float = 0.05,
+        tile: int | None = None,
+        overlap: float = 0.2,
+        max_pixels: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.meta = meta
+        self.report_threshold = float(report_threshold)
+        self.label_thresholds = label_thresholds(meta, thresholds)  # index 0 is label 1
+        self.tile = tile
+        self.overlap = overlap
+        self.max_pixels = max_pixels
+        if tile is not None:
+            tile_windows(tile, tile, tile, overlap)  # validates tile and overlap now, not mid-job
+        # Label 0 (background) never occurs; +inf keeps the lookup table aligned with labels.
+        self._thresholds = torch.tensor([math.inf, *self.label_thresholds], dtype=torch.float32)
+        self.model = model.eval().to(self.device)
+        self.model.roi_heads.score_thresh = min(self.report_threshold, *self.label_thresholds)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        thresholds: float | dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> Detector:
+        """Load a checkpoint written by DetectionModule; kwargs go to `Detector(...)`."""
+        model, meta = load_model(path)
+        return cls(model, meta, device=device, precision=precision, thresholds=thresholds, **kwargs)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of labels 1..K."""
+        return list(self.meta.class_names)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The class thresholds in use: class name -> score that fails a part."""
+        return dict(zip(self.meta.class_names, self.label_thresholds, strict=True))
+
+    def predict(
+        self,
+        images: ImageInput | Iterable[ImageInput],
+        batch_size: int = 8,
+        bgr: bool = False,
+    ) -> list[Prediction]:
+        """Detect objects in one image or many; always returns a list, one Prediction per image.
+
+        Accepts file paths, numpy arrays (RGB, or BGR with `bgr=True`), PIL images and CHW tensors
+        (uint8, or float in 0..1), mixed freely. File errors raise ImageReadError.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items = _as_list(images)
+        results: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            loaded = [
+                to_image_tensor(x, bgr, self.max_pixels) for x in items[start : start + batch_size]
+            ]
+            tensors = [t for t, _ in loaded]
+            results.extend(self.predict_tensors(tensors, [n for _, n in loaded], batch_size))
+        return results
+
+    def predict_tensors(
+        self,
+        images: Sequence[torch.Tensor],
+        names: Sequence[str | None] | None = None,
+        batch_size: int | None = None,
+    ) -> list[Prediction]:
+        """Predict RGB CHW uint8/float tensors in one go; tiles run `batch_size` at a time."""
+        if not images:
+            return []
+        names = list(names) if names is not None else [None] * len(images)
+        on_device = [img.to(self.device, non_blocking=True) for img in images]
+        if self.tile is None:
+            outputs = self._forward(on_device, batch_size or len(on_device))
+            raw = [(o["boxes"], o["scores"], o["labels"]) for o in outputs]
+        else:
+            raw = self._forward_tiled(on_device, batch_size or len(on_device))
+        return [
+            self._to_prediction(boxes, scores, labels, img, name)
+            for (boxes, scores, labels), img, name in zip(raw, images, names, strict=True)
+        ]
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "16-mixed":
+            return torch.autocast("cuda", dtype=torch.float16)
+        if self.precision == "bf16-mixed":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _forward(
+        self, images: list[torch.Tensor], batch_size: int
+    ) -> list[dict[str, torch.Tensor]]:
+        """Run the model `batch_size` images at a time; uint8 becomes float on the device."""
+        outputs: list[dict[str, torch.Tensor]] = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(images), batch_size):
+                chunk = [
+                    img.float().div_(255.0) if img.dtype == torch.uint8 else img.float()
+                    for img in images[start : start + batch_size]
+                ]
+                outputs.extend(self.model(chunk))
+        return outputs
+
+    def _forward_tiled(
+        self, images: list[torch.Tensor], batch_size: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Cut every image into windows, run all windows batched, merge back per image."""
+        assert self.tile is not None
+        crops: list[torch.Tensor] = []
+        windows_of: list[list[tuple[int, int, int, int]]] = []
+        for img in images:
+            windows = tile_windows(img.shape[2], img.shape[1], self.tile, self.overlap)
+            windows_of.append(windows)
+            crops.extend(img[:, y0:y1, x0:x1] for x0, y0, x1, y1 in windows)
+        outputs = self._forward(crops, batch_size)
+        merged = []
+        start = 0
+        for windows in windows_of:
+            part = outputs[start : start + len(windows)]
+            start += len(windows)
+            merged.append(
+                merge_detections(
+                    [o["boxes"].float() for o in part],
+                    [o["scores"].float() for o in part],
+                    [o["labels"] for o in part],
+                    windows,
+                    iou_threshold=self.model.roi_heads.nms_thresh,
+                    max_detections=self.model.roi_heads.detections_per_img,
+                )
+            )
+        return merged
+
+    def _to_prediction(
+        self,
+        boxes: torch.Tensor,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        image: torch.Tensor,
+        name: str | None,
+    ) -> Prediction:
+        boxes, scores, labels = boxes.float().cpu(), scores.float().cpu(), labels.cpu()
+        defects = scores >= self._thresholds[labels]
+        keep = (scores >= self.report_threshold) | defects
+        labels_np = labels[keep].numpy().astype(np.int64)
+        return Prediction(
+            boxes=boxes[keep].numpy().reshape(-1, 4),
+            scores=scores[keep].numpy(),
+            labels=labels_np,
+            defects=defects[keep].numpy(),
+            class_names=[self.meta.class_names[i - 1] for i in labels_np],
+            category_ids=[int(self.meta.category_ids[i - 1]) for i in labels_np],
+            width=int(image.shape[2]),
+            height=int(image.shape[1]),
+            image=name,
+        )

@@ -1,0 +1,204 @@
+"""Crash-safe JSON Lines output: sharded, append-only, resumable after a kill at any moment.
+
+The rule that makes a job exactly-once: a record counts only when its line is complete, i.e. ends
+with a newline. A kill can only leave an unterminated tail in the file being written; the owner
+truncates it before appending again, and readers ignore it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from detection.errors import DetectionError
+
+RESULTS_DIR = "results"
+_SHARD_RE = re.compile(r"part-(\d+)-(\d+)\.jsonl$")
+
+
+def repair_tail(path: str | Path) -> int:
+    """Truncate an unterminated last line left by a killed writer; returns the bytes removed."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # Walk back in blocks to the last newline; lines are short, so this reads little.
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of the complete lines of a JSON Lines file; a partial or garbled line is skipped."""
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                return  # a writer is (or was killed) in the middle of this line
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def dumps_line(record: dict[str, Any]) -> bytes:
+    """One record as a JSON line, newline included."""
+    return (json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+class JsonlAppender:
+    """Appends batches of records to one file; each batch is flushed and fsynced."""
+
+    def __init__(self, path: str | Path, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            repair_tail(self.path)
+        self.fsync = fsync
+        self._file: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self.lines = count_lines(self.path)
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append records as complete lines and make them durable before returning."""
+        if not records:
+            return
+        self._file.write(b"".join(dumps_line(r) for r in records))
+        self._sync()
+        self.lines += len(records)
+
+    def _sync(self) -> None:
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if not self._file.closed:
+            self._sync()
+            self._file.close()
+
+
+class ShardedJsonlWriter:
+    """Rank `rank`'s results as `part-<rank>-<n>.jsonl`, a new shard every `max_lines` lines.
+
+    On start it continues the rank's last shard (after repairing its tail), so restarts do not
+    litter the folder with small files.
+    """
+
+    def __init__(
+        self, directory: str | Path, rank: int, max_lines: int = 10000, fsync: bool = True
+    ) -> None:
+        if max_lines < 1:
+            raise ValueError(f"max_lines must be >= 1, got {max_lines}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.rank = rank
+        self.max_lines = max_lines
+        self.fsync = fsync
+        own = sorted(shard_index(p) for p in self.directory.glob(f"part-{rank:05d}-*.jsonl"))
+        for index in own[:-1]:
+            repair_tail(self._path(index))  # only the last can be torn, but a repair is cheap
+        self._index = own[-1] if own else 0
+        self._current = JsonlAppender(self._path(self._index), fsync)
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"part-{self.rank:05d}-{index:05d}.jsonl"
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append records, rotating to a new shard whenever the current one is full."""
+        pending = list(records)
+        while pending:
+            if self._current.lines >= self.max_lines:
+                self._current.close()
+                self._index += 1
+                self._current = JsonlAppender(self._path(self._index), self.fsync)
+            room = self.max_lines - self._current.lines
+            self._current.write(pending[:room])
+            pending = pending[room:]
+
+    def close(self) -> None:
+        """Close the current shard."""
+        self._current.close()
+
+
+def shard_index(path: Path) -> int:
+    """n of a `part-<rank>-<n>.jsonl` file name."""
+    match = _SHARD_RE.search(path.name)
+    if match is None:
+        raise ValueError(f"{path} is not a shard file")
+    return int(match.group(2))
+
+
+def count_lines(path: str | Path) -> int:
+    """Number of newline-terminated lines in a file."""
+    count = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+    return count
+
+
+def result_files(output: str | Path) -> list[Path]:
+    """Every rank's result shards of a job, in name order."""
+    return sorted((Path(output) / RESULTS_DIR).glob("part-*.jsonl"))
+
+
+def error_file(output: str | Path, rank: int) -> Path:
+    """Where rank `rank` reports bad inputs: errors.jsonl for rank 0, errors-<rank>.jsonl else."""
+    name = "errors.jsonl" if rank == 0 else f"errors-{rank:05d}.jsonl"
+    return Path(output) / name
+
+
+def error_files(output: str | Path) -> list[Path]:
+    """Every rank's error files of a job."""
+    return sorted(Path(output).glob("errors*.jsonl"))
+
+
+class RankLock:
+    """An exclusive lock on one rank of an output folder: two processes never write one shard."""
+
+    def __init__(self, output: str | Path, rank: int) -> None:
+        directory = Path(output) / RESULTS_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f".lock-{rank:05d}"
+        self.rank = rank
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> RankLock:
+        self._file = open(self.path, "ab")  # noqa: SIM115 - closed in __exit__
+        try:
+            # The kernel drops the lock when its holder dies, even by SIGKILL.
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise DetectionError(
+                f"{self.path.parent.parent}: another process is writing rank {self.rank} of this job"
+            ) from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()

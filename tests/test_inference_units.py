@@ -1,0 +1,200 @@
+"""Inference building blocks without a model: discovery, sharding, tiling, merging, writers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from inference_fixtures import make_meta
+
+from detection.commands.inspect import parse_thresholds
+from detection.errors import DetectionError, InvalidInputError
+from detection.inference.draw import draw_boxes
+from detection.inference.predictor import label_thresholds, resolve_precision
+from detection.inference.sources import discover_inputs, shard_items
+from detection.inference.tiling import merge_detections, tile_windows
+from detection.inference.writer import (
+    JsonlAppender,
+    RankLock,
+    ShardedJsonlWriter,
+    iter_records,
+    repair_tail,
+)
+
+
+def _touch(path: Path, data: bytes = b"x") -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_discover_folder_recursive_sorted_filtered(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    b = _touch(root / "b.PNG")
+    a = _touch(root / "sub" / "deeper" / "a.jpg")
+    _touch(root / "notes.txt")
+    _touch(root / ".hidden.jpg")
+    _touch(root / ".cache" / "c.jpg")
+    _touch(root / "out" / "failed" / "drawn.jpg")  # the job's own output inside the input
+    found = discover_inputs([root], exclude=[root / "out"])
+    assert found == sorted([a, b])
+
+
+def test_discover_glob_list_and_file(tmp_path: Path) -> None:
+    a = _touch(tmp_path / "imgs" / "a.png")
+    b = _touch(tmp_path / "imgs" / "b.png")
+    c = _touch(tmp_path / "other" / "c.bmp")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\n\nother/c.bmp\n" + f"{a}\n")  # relative to the list file
+    found = discover_inputs([str(tmp_path / "imgs" / "*.png"), listing, b])
+    assert found == sorted({a, b, c})  # duplicates collapse
+
+
+@pytest.mark.parametrize("spec", ["missing_dir", "nothing/*.png"])
+def test_discover_bad_spec_names_it(tmp_path: Path, spec: str) -> None:
+    with pytest.raises(InvalidInputError, match="missing_dir|nothing"):
+        discover_inputs([str(tmp_path / spec)])
+
+
+@given(
+    names=st.lists(st.text(min_size=1, max_size=12), max_size=60, unique=True),
+    world=st.integers(1, 7),
+)
+def test_shards_partition_the_inputs(names: list[str], world: int) -> None:
+    shards = [shard_items(names, rank, world) for rank in range(world)]
+    flat = [n for shard in shards for n in shard]
+    assert sorted(flat) == sorted(names)  # every item exactly once over the ranks
+    for shard in shards:
+        assert shard == [n for n in names if n in set(shard)]  # order kept
+
+
+@settings(max_examples=60)
+@given(
+    width=st.integers(1, 700),
+    height=st.integers(1, 700),
+    tile=st.integers(16, 256),
+    overlap=st.floats(0.0, 0.9),
+)
+def test_tiles_cover_the_image_with_overlap(
+    width: int, height: int, tile: int, overlap: float
+) -> None:
+    windows = tile_windows(width, height, tile, overlap)
+    covered = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in windows:
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert x1 - x0 == min(tile, width) and y1 - y0 == min(tile, height)
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    xs = sorted({w[0] for w in windows})
+    # Neighbouring columns overlap by at least `overlap` of a tile (rounded down to pixels).
+    for left, right in zip(xs, xs[1:], strict=False):
+        assert left + tile - right >= int(tile * overlap) - 1
+
+
+def test_merge_shifts_and_suppresses_duplicates() -> None:
+    windows = [(0, 0, 64, 64), (48, 0, 112, 64)]
+    # The same object seen by both windows, and a second class at the same place.
+    boxes = [
+        torch.tensor([[50.0, 10, 60, 20], [50, 10, 60, 20]]),
+        torch.tensor([[2.0, 10, 12, 20]]),
+    ]
+    scores = [torch.tensor([0.9, 0.6]), torch.tensor([0.8])]
+    labels = [torch.tensor([1, 2]), torch.tensor([1])]
+    out_boxes, out_scores, out_labels = merge_detections(boxes, scores, labels, windows, 0.5, 100)
+    assert out_boxes.tolist() == [[50.0, 10, 60, 20], [50.0, 10, 60, 20]]
+    assert out_scores.tolist() == pytest.approx([0.9, 0.6])
+    assert out_labels.tolist() == [1, 2]  # class-wise: the label-2 box is not suppressed
+
+
+def test_repair_tail_and_iter_records(tmp_path: Path) -> None:
+    path = tmp_path / "part.jsonl"
+    path.write_bytes(b'{"image": "a"}\nnot json\n{"image": "b"}\n{"image": "c", "det')
+    assert [r["image"] for r in iter_records(path)] == ["a", "b"]  # torn and garbled lines skipped
+    assert repair_tail(path) == len(b'{"image": "c", "det')
+    assert path.read_bytes().endswith(b'{"image": "b"}\n')
+    assert repair_tail(path) == 0
+    torn = tmp_path / "torn.jsonl"
+    torn.write_bytes(b'{"image": "only half')
+    assert repair_tail(torn) == len(b'{"image": "only half') and torn.read_bytes() == b""
+
+
+def test_sharded_writer_rotates_and_resumes_after_torn_line(tmp_path: Path) -> None:
+    writer = ShardedJsonlWriter(tmp_path, rank=1, max_lines=3)
+    writer.write([{"image": str(i)} for i in range(4)])
+    writer.close()
+    last = tmp_path / "part-00001-00001.jsonl"
+    with open(last, "ab") as f:
+        f.write(b'{"image": "torn')  # as if killed in the middle of a write
+    writer = ShardedJsonlWriter(tmp_path, rank=1, max_lines=3)
+    writer.write([{"image": str(i)} for i in range(4, 7)])
+    writer.close()
+    files = sorted(tmp_path.glob("part-*.jsonl"))
+    assert [f.name for f in files] == [
+        "part-00001-00000.jsonl",
+        "part-00001-00001.jsonl",
+        "part-00001-00002.jsonl",
+    ]
+    images = [r["image"] for f in files for r in iter_records(f)]
+    assert images == [str(i) for i in range(7)]
+    assert all(f.read_bytes().endswith(b"\n") for f in files)
+    assert all(json.loads(line) for f in files for line in f.read_text().splitlines())
+
+
+def test_appender_counts_existing_lines(tmp_path: Path) -> None:
+    path = tmp_path / "errors.jsonl"
+    path.write_bytes(b'{"image": "a"}\n{"ima')
+    appender = JsonlAppender(path)
+    assert appender.lines == 1
+    appender.write([{"image": "b"}])
+    appender.close()
+    assert [r["image"] for r in iter_records(path)] == ["a", "b"]
+
+
+def test_rank_lock_is_exclusive(tmp_path: Path) -> None:
+    with RankLock(tmp_path, 0):
+        with pytest.raises(DetectionError, match="another process"):
+            with RankLock(tmp_path, 0):
+                pass
+        with RankLock(tmp_path, 1):  # other ranks are independent
+            pass
+    with RankLock(tmp_path, 0):  # released on exit
+        pass
+
+
+def test_thresholds_from_the_command_line() -> None:
+    assert parse_thresholds(None) is None
+    assert parse_thresholds(["0.7"]) == 0.7
+    assert parse_thresholds(["square=0.3"]) == {"square": 0.3}
+    assert parse_thresholds(["0.7", "square=0.3"]) == {"*": 0.7, "square": 0.3}
+    with pytest.raises(ValueError, match="CLASS=0.5"):
+        parse_thresholds(["square=high"])
+    meta = make_meta(thresholds={"square": 0.42})
+    assert label_thresholds(meta, None) == [0.42]
+    assert label_thresholds(meta, 0.9) == [0.9]
+    assert label_thresholds(meta, {"*": 0.8}) == [0.8]
+    with pytest.raises(ValueError, match="unknown classes"):
+        label_thresholds(meta, {"circle": 0.1})
+
+
+def test_mixed_precision_only_on_cuda() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "32"
+    with pytest.warns(UserWarning, match="only used on CUDA"):
+        assert resolve_precision("bf16-mixed", cpu) == "32"
+    assert resolve_precision("16-mixed", torch.device("cuda")) == "16-mixed"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", cpu)
+
+
+def test_draw_boxes_marks_the_box(tmp_path: Path) -> None:
+    image = np.zeros((60, 80, 3), dtype=np.uint8)
+    drawn = draw_boxes(image, np.array([[10.0, 20, 50, 40]]), ["square 0.93"], [1])
+    assert image.sum() == 0  # the input is not modified
+    assert drawn[30, 10].any() and drawn[30, 50].any() and not drawn[30, 30].any()
+    assert os.path.exists(tmp_path)
