@@ -1,0 +1,299 @@
+"""LightningDataModule over COCO-format train / val / test / predict sets."""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, get_worker_info
+
+from detection.data.coco import CocoDetection, load_coco_json, read_categories
+from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
+from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
+from detection.errors import InvalidInputError
+
+SPLITS = ("train", "val", "test", "predict")
+
+Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
+
+
+def collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
+    """Keep images and targets as lists: detection images differ in size and box count."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)
+
+
+def _init_worker(worker_id: int, rank: int = 0) -> None:
+    """Give every worker of every rank its own augmentation stream, reproducible from the seed."""
+    info = get_worker_info()
+    # info.seed is base_seed + worker_id, with base_seed drawn from the main process's torch
+    # generator for every new iterator: it changes each epoch and follows seed_everything.
+    transforms_seed, numpy_seed, python_seed = np.random.SeedSequence(
+        [info.seed, rank]
+    ).generate_state(3)
+    transforms = getattr(info.dataset, "transforms", None)
+    if hasattr(transforms, "set_random_seed"):
+        # albumentations' Compose owns its generator; forked workers would all copy one state.
+        transforms.set_random_seed(int(transforms_seed))
+    np.random.seed(int(numpy_seed))
+    random.seed(int(python_seed))
+
+
+class CocoDataModule(L.LightningDataModule):
+    """Datasets and loaders for COCO json + image folder pairs.
+
+    A split's images default to the folder "images" beside its json, else the json's folder.
+    ``drop_images_without_annotations`` applies to training only: evaluation keeps the
+    defect-free images, where false alarms happen. Batches are ``(list of [3,H,W] float
+    images in 0..1, list of {"boxes", "labels", "image_id"})``.
+    """
+
+    def __init__(
+        self,
+        train_annotations: str | None = None,
+        train_images: str | None = None,
+        val_annotations: str | None = None,
+        val_images: str | None = None,
+        test_annotations: str | None = None,
+        test_images: str | None = None,
+        predict_annotations: str | None = None,
+        predict_images: str | None = None,
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        train_transforms: list[dict[str, Any]] | None = DEFAULT_TRAIN_TRANSFORMS,
+        eval_transforms: list[dict[str, Any]] | None = None,
+        min_visibility: float = 0.0,
+        aspect_ratio_group_factor: int = 3,
+        drop_images_without_annotations: bool = False,
+        max_pixels: int | None = None,
+    ) -> None:
+        """Describe the splits; nothing is read until a property or setup() needs it."""
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise InvalidInputError(None, "must be at least 1", field="batch_size")
+        if num_workers < 0:
+            raise InvalidInputError(None, "must be 0 or more", field="num_workers")
+        self._annotations: dict[str, Path | None] = {}
+        self._images: dict[str, Path | None] = {}
+        for split, ann_file, images in (
+            ("train", train_annotations, train_images),
+            ("val", val_annotations, val_images),
+            ("test", test_annotations, test_images),
+            ("predict", predict_annotations, predict_images),
+        ):
+            if ann_file is None and images is not None:
+                raise InvalidInputError(
+                    None,
+                    f"{split}_images is set but {split}_annotations is not",
+                    field=f"{split}_annotations",
+                )
+            self._annotations[split] = Path(ann_file) if ann_file is not None else None
+            self._images[split] = _default_image_root(Path(ann_file), images) if ann_file else None
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.aspect_ratio_group_factor = aspect_ratio_group_factor
+        self.drop_images_without_annotations = drop_images_without_annotations
+        self.max_pixels = max_pixels
+        # Built now so that a bad transform spec fails when the config is read, not mid-run.
+        self.train_transforms = build_transforms(
+            train_transforms, train=True, min_visibility=min_visibility
+        )
+        self.eval_transforms = build_transforms(
+            eval_transforms, train=False, min_visibility=min_visibility
+        )
+        self.datasets: dict[str, CocoDetection] = {}
+        self._categories: tuple[list[int], list[str], Path] | None = None
+
+    # ----------------------------------------------------------------------------- categories
+
+    def _read_categories(self) -> tuple[list[int], list[str], Path]:
+        if self._categories is None:
+            for split in SPLITS:
+                path = self._annotations[split]
+                if path is not None:
+                    ids, names = read_categories(path)
+                    self._categories = (ids, names, path)
+                    break
+            else:
+                raise InvalidInputError(
+                    None, "no annotation file is configured", field="train_annotations"
+                )
+        return self._categories
+
+    @property
+    def category_ids(self) -> list[int]:
+        """COCO category ids in label order (label i+1 is category_ids[i]); read before setup()."""
+        return list(self._read_categories()[0])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order; read before setup() from the first configured json."""
+        return list(self._read_categories()[1])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes K, without the background."""
+        return len(self._read_categories()[0])
+
+    # ----------------------------------------------------------------------------- datasets
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index the splits the stage needs (fit: train and val; validate; test; predict)."""
+        needed = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("predict",),
+            None: SPLITS,
+        }[stage]
+        for split in needed:
+            if self._annotations[split] is not None and split not in self.datasets:
+                self.datasets[split] = self._build_dataset(split)
+        if stage == "fit" and "train" not in self.datasets:
+            raise InvalidInputError(None, "fit needs a training set", field="train_annotations")
+
+    def _build_dataset(self, split: str) -> CocoDetection:
+        path = self._annotations[split]
+        images = self._images[split]
+        if path is None or images is None:
+            raise InvalidInputError(
+                None, f"no {split} annotation file is configured", field=f"{split}_annotations"
+            )
+        dataset = CocoDetection(
+            path,
+            images,
+            transforms=self.train_transforms if split == "train" else self.eval_transforms,
+            drop_images_without_annotations=self.drop_images_without_annotations
+            and split == "train",
+            max_pixels=self.max_pixels,
+        )
+        ids, names, reference = self._read_categories()
+        if dataset.category_ids != ids or dataset.class_names != names:
+            # Labels are positions in the sorted category list: another list means other labels.
+            raise InvalidInputError(
+                path,
+                f"categories {list(zip(dataset.category_ids, dataset.class_names, strict=True))} differ "
+                f"from those of {reference} {list(zip(ids, names, strict=True))}",
+                field="categories",
+            )
+        return dataset
+
+    def _dataset(self, split: str) -> CocoDetection:
+        if split not in self.datasets:
+            self.datasets[split] = self._build_dataset(split)
+        return self.datasets[split]
+
+    def ground_truth(self, split: str = "val") -> dict[str, Any]:
+        """The COCO dict of a split (crowd annotations included), for evaluation."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        if split in self.datasets:
+            return self.datasets[split].ground_truth
+        path = self._annotations[split]
+        if path is None:
+            raise InvalidInputError(
+                None, f"no {split} annotation file is configured", field=f"{split}_annotations"
+            )
+        return load_coco_json(path)
+
+    # ----------------------------------------------------------------------------- loaders
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, aspect-ratio grouped batches; sharded across ranks under DDP."""
+        dataset = self._dataset("train")
+        rank = self._rank()
+        if self.num_workers == 0 and dataset.transforms is not None:
+            # Without workers the main process augments: seed it from torch (seed_everything).
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            dataset.transforms.set_random_seed(
+                int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+            )
+        sampler = self._train_sampler(dataset)
+        if self.aspect_ratio_group_factor >= 0:
+            group_ids = create_aspect_ratio_groups(
+                dataset.aspect_ratios(), k=self.aspect_ratio_group_factor
+            )
+            batch_sampler = GroupedBatchSampler(sampler, group_ids, self.batch_size)
+            return self._loader(dataset, batch_sampler=batch_sampler, rank=rank)
+        return self._loader(dataset, sampler=sampler, batch_size=self.batch_size, rank=rank)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation images in file order."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test images in file order."""
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction images in file order."""
+        return self._eval_loader("predict")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split)
+        return self._loader(
+            dataset, batch_size=self.eval_batch_size, shuffle=False, rank=self._rank()
+        )
+
+    def _loader(self, dataset: CocoDetection, *, rank: int, **kwargs: Any) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            worker_init_fn=functools.partial(_init_worker, rank=rank) if workers > 0 else None,
+            **kwargs,
+        )
+
+    def _rank(self) -> int:
+        if self.trainer is not None:
+            return int(self.trainer.global_rank)
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def _train_sampler(self, dataset: CocoDetection) -> Sampler[int]:
+        """A RandomSampler, or our own DistributedSampler when nobody else will shard.
+
+        Under a Trainer with use_distributed_sampler=True (the default) Lightning replaces the
+        RandomSampler with a shuffling DistributedSampler, re-creating GroupedBatchSampler
+        around it, and calls set_epoch on it. With use_distributed_sampler=False, or under
+        torch.distributed without Lightning, the shards are built here.
+        """
+        trainer = self.trainer
+        if trainer is not None:
+            world_size, rank = int(trainer.world_size), int(trainer.global_rank)
+            connector = getattr(trainer, "_accelerator_connector", None)
+            lightning_shards = bool(getattr(connector, "use_distributed_sampler", True))
+        elif dist.is_available() and dist.is_initialized():
+            world_size, rank, lightning_shards = dist.get_world_size(), dist.get_rank(), False
+        else:
+            world_size, rank, lightning_shards = 1, 0, False
+        if world_size > 1 and not lightning_shards:
+            # Every rank must draw the same permutation; Lightning uses the same seed.
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            return DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+            )
+        return RandomSampler(dataset)
+
+
+def _default_image_root(annotations: Path, images: str | None) -> Path:
+    if images is not None:
+        return Path(images)
+    beside = annotations.parent / "images"
+    return beside if beside.is_dir() else annotations.parent

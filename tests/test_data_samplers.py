@@ -1,0 +1,118 @@
+"""Aspect-ratio grouped batching, alone and sharded over two simulated DDP ranks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from coco_fixtures import random_images, write_coco
+from lightning.fabric.utilities.data import _replace_dunder_methods
+from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
+from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
+
+from detection.data.datamodule import CocoDataModule
+from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
+
+# Landscape, portrait and square images: three aspect-ratio groups with k=3.
+SIZES = ((64, 32), (32, 64), (40, 40))
+
+
+def test_groups_match_torchvision_bins():
+    ratios = [0.4, 0.5, 0.8, 1.0, 1.2, 2.0, 3.0]
+    # torchvision: bins = 2 ** linspace(-1, 1, 7); group = bisect_right(bins, ratio)
+    assert create_aspect_ratio_groups(ratios, k=3).tolist() == [0, 1, 3, 4, 4, 7, 7]
+    assert create_aspect_ratio_groups(ratios, k=0).tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_every_index_once_and_batches_grouped(drop_last):
+    rng = np.random.default_rng(0)
+    group_ids = rng.integers(0, 4, 103)
+    sampler = GroupedBatchSampler(RandomSampler(range(103)), group_ids, 4, drop_last=drop_last)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == (25 if drop_last else 26)
+    flat = [i for batch in batches for i in batch]
+    assert len(flat) == len(set(flat))
+    if not drop_last:
+        assert sorted(flat) == list(range(103))
+    mixed = [b for b in batches if len({int(group_ids[i]) for i in b}) > 1]
+    assert len(mixed) <= 3  # only the leftovers of the 4 groups are merged, at the end
+    assert all(len(b) == 4 for b in batches[:-1])
+
+
+def _datamodule(tmp_path, num_images=30, **kwargs):
+    ann, root = write_coco(tmp_path, random_images(num_images, sizes=SIZES))
+    defaults = dict(train_annotations=str(ann), batch_size=4, num_workers=0, train_transforms=None)
+    return CocoDataModule(**{**defaults, **kwargs})
+
+
+def _check_two_ranks(batches_per_rank, dataset, group_ids):
+    shards = [[i for batch in batches for i in batch] for batches in batches_per_rank]
+    assert len(batches_per_rank[0]) == len(batches_per_rank[1])  # DDP needs equal step counts
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == list(range(len(dataset)))
+    for batches in batches_per_rank:
+        mixed = [b for b in batches if len({int(group_ids[i]) for i in b}) > 1]
+        assert len(mixed) <= len(set(group_ids.tolist())) - 1
+
+
+def test_two_ranks_through_lightnings_distributed_sampler(tmp_path):
+    """use_distributed_sampler=True: Lightning re-creates our batch sampler around its sampler."""
+    dm = _datamodule(tmp_path)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    group_ids = create_aspect_ratio_groups(dataset.aspect_ratios(), k=3)
+    batches_per_rank = []
+    for rank in (0, 1):
+        # As Lightning's data connector does: build inside the patching context, then inject.
+        with _replace_dunder_methods(BatchSampler):
+            loader = dm.train_dataloader()
+        assert _is_dataloader_shuffled(loader)  # so Lightning's DistributedSampler shuffles
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        loader = _update_dataloader(loader, sampler)
+        assert isinstance(loader.batch_sampler, GroupedBatchSampler)
+        assert loader.batch_sampler.sampler is sampler
+        batches_per_rank.append(list(loader.batch_sampler))
+    _check_two_ranks(batches_per_rank, dataset, group_ids)
+
+
+def test_two_ranks_sharded_by_the_datamodule(tmp_path):
+    """use_distributed_sampler=False: the datamodule builds the DistributedSampler itself."""
+    dm = _datamodule(tmp_path)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    group_ids = create_aspect_ratio_groups(dataset.aspect_ratios(), k=3)
+    batches_per_rank, epoch_orders = [], []
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(
+            world_size=2,
+            global_rank=rank,
+            _accelerator_connector=SimpleNamespace(use_distributed_sampler=False),
+        )
+        loader = dm.train_dataloader()
+        assert isinstance(loader.batch_sampler.sampler, DistributedSampler)
+        batches_per_rank.append(list(loader.batch_sampler))
+        loader.batch_sampler.sampler.set_epoch(1)  # what Lightning calls each epoch
+        epoch_orders.append([i for b in loader.batch_sampler for i in b])
+    _check_two_ranks(batches_per_rank, dataset, group_ids)
+    assert sorted(epoch_orders[0] + epoch_orders[1]) == list(range(len(dataset)))
+    assert epoch_orders[0] != [i for b in batches_per_rank[0] for i in b]  # reshuffled
+
+
+def test_grouping_disabled_gives_a_plain_shuffled_loader(tmp_path):
+    dm = _datamodule(tmp_path, aspect_ratio_group_factor=-1)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, RandomSampler) and loader.batch_size == 4
+    assert isinstance(dm.val_dataloader.__self__, CocoDataModule)
+
+
+def test_eval_loader_is_sequential(tmp_path):
+    ann, root = write_coco(tmp_path, random_images(5, sizes=SIZES))
+    dm = CocoDataModule(val_annotations=str(ann), num_workers=0, eval_batch_size=2)
+    dm.setup("validate")
+    loader = dm.val_dataloader()
+    assert isinstance(loader.sampler, SequentialSampler) and loader.batch_size == 2
+    ids = [t["image_id"] for _, targets in loader for t in targets]
+    assert ids == dm.datasets["val"].image_ids
