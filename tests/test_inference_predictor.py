@@ -11,6 +11,7 @@ import pytest
 import torch
 from inference_fixtures import (  # noqa: F401 - square_checkpoint is a fixture
     paint_square,
+    single_thread,
     square_checkpoint,
     square_image,
 )

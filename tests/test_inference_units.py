@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inference_fixtures import make_meta
+from inference_fixtures import make_meta, single_thread  # noqa: F401 - autouse fixture
 
 from detection.commands.inspect import parse_thresholds
 from detection.errors import DetectionError, InvalidInputError
@@ -74,12 +74,12 @@ def test_shards_partition_the_inputs(names: list[str], world: int) -> None:
         assert shard == [n for n in names if n in set(shard)]  # order kept
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(
     width=st.integers(1, 700),
     height=st.integers(1, 700),
     tile=st.integers(16, 256),
-    overlap=st.floats(0.0, 0.9),
+    overlap=st.floats(0.0, 0.75),
 )
 def test_tiles_cover_the_image_with_overlap(
     width: int, height: int, tile: int, overlap: float

@@ -39,7 +39,10 @@ def export_torchscript(
     # Same rule as Detector: the model must return every detection that can fail a part.
     model.roi_heads.score_thresh = min(float(report_threshold), *per_label)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torchvision's notes while scripting
+        # torchvision's notes while scripting, and torch's notice that TorchScript is in
+        # maintenance: torch.export cannot yet trace Faster R-CNN's data-dependent shapes.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(model)
     info = {
         **meta.to_dict(),
@@ -51,7 +54,9 @@ def export_torchscript(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    torch.jit.save(scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(info, indent=2)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(info, indent=2)})
     tmp.replace(out)  # a half-written model file must never be deployed
     return out
 
@@ -61,5 +66,7 @@ def load_torchscript(
 ) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """Load an exported model and its metadata (class names, thresholds, ...)."""
     extra = {EXTRA_FILE: ""}
-    module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # see export_torchscript
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     return module.eval(), json.loads(extra[EXTRA_FILE])
