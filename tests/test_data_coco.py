@@ -11,7 +11,8 @@ import pytest
 import torch
 from coco_fixtures import edit_json, truncate_file, write_coco
 
-from detection.data.coco import CocoDetection, read_categories
+from detection.data.coco import CocoDetection, read_categories, to_float_image
+from detection.data.transforms import build_transforms
 from detection.errors import ImageReadError, InvalidInputError
 
 
@@ -262,3 +263,18 @@ def test_bad_category_record(tmp_path):
     with pytest.raises(InvalidInputError) as info:
         CocoDetection(ann, root)
     _one_line(info.value, str(ann), "category id 1", "duplicate")
+
+
+def test_uint8_images_are_the_float_images_times_255(tmp_path):
+    ann, root = write_coco(tmp_path, [{"kind": "rgb"}, {"kind": "gray"}])
+    as_float = _quiet(ann, root)
+    as_uint8 = _quiet(ann, root, image_dtype=torch.uint8)
+    rgb, gray = as_uint8[0][0], as_uint8[1][0]
+    assert rgb.dtype == torch.uint8 and rgb.shape == (3, 48, 64)
+    assert gray.dtype == torch.uint8 and gray.shape == (1, 48, 64)  # expanded on the device
+    for index, image in ((0, rgb), (1, gray)):
+        assert torch.equal(to_float_image(image), as_float[index][0])
+    # A transform that needs colour makes gray files RGB before augmenting.
+    colour = build_transforms([{"name": "ToGray", "p": 1.0}], train=True)
+    image, _ = _quiet(ann, root, transforms=colour, image_dtype=torch.uint8)[1]
+    assert image.shape == (3, 48, 64)

@@ -60,11 +60,14 @@ def test_train_batches_are_lists_of_images_and_targets(splits):
     loader = dm.train_dataloader()
     batches = list(loader)
     assert len(batches) == len(loader) == 3  # 8 images in batches of 3
-    for images, targets in batches:
+    for batch in batches:
+        assert all(image.dtype == torch.uint8 for image in batch[0])  # a quarter of the bytes
+        images, targets = dm.on_after_batch_transfer(batch, 0)  # as the Trainer does
         assert isinstance(images, list) and isinstance(targets, list)
         assert len(images) == len(targets) <= 3
-        for image, target in zip(images, targets, strict=True):
+        for image, target, raw in zip(images, targets, batch[0], strict=True):
             assert image.dtype == torch.float32 and image.ndim == 3 and image.shape[0] == 3
+            assert image.is_contiguous() and torch.equal(image, raw.float() / 255)
             assert target["boxes"].dtype == torch.float32 and target["boxes"].shape[1] == 4
             assert target["labels"].dtype == torch.int64
             assert len(target["boxes"]) == len(target["labels"])
@@ -81,13 +84,13 @@ def test_train_batches_are_lists_of_images_and_targets(splits):
 
 
 def test_val_loader_and_ground_truth(splits):
-    dm = _dm(splits, eval_batch_size=2)
+    dm = _dm(splits, eval_batch_size=2, uint8_images=False)
     dm.setup("fit")
     images, targets = next(iter(dm.val_dataloader()))
     assert len(images) == 2 and targets[0]["image_id"] == 1
+    assert images[0].dtype == torch.float32 and 0 <= images[0].min() and images[0].max() <= 1
     gt = dm.ground_truth("val")
     assert any(a["iscrowd"] for a in gt["annotations"])
-    assert not any(1 == 0 for t in targets for _ in t["labels"])
     assert CocoDataModule(val_annotations=str(splits[1][0])).ground_truth("val") == gt
 
 
@@ -150,11 +153,13 @@ class _TinyModel(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, targets = batch
         assert isinstance(images, list) and isinstance(targets[0], dict)
+        assert all(image.dtype == torch.float32 for image in images)  # converted after transfer
         self.seen.extend(t["image_id"] for t in targets)
         return self.weight * sum(image.mean() for image in images)
 
     def validation_step(self, batch, batch_idx):
         images, targets = batch
+        assert all(image.dtype == torch.float32 for image in images)
         self.seen.extend(-t["image_id"] for t in targets)
 
     def configure_optimizers(self):
@@ -178,3 +183,15 @@ def test_under_a_trainer(splits):
     train_seen = [i for i in model.seen if i > 0]
     assert sorted(train_seen) == sorted(list(range(1, 9)) * 2)
     assert sorted(-i for i in model.seen if i < 0) == sorted(list(range(1, 5)) * 2)
+
+
+def test_gray_files_travel_as_one_channel_and_arrive_as_rgb(tmp_path):
+    ann, _ = write_coco(tmp_path, [{"kind": "gray", "boxes": [(1, 1, 9, 9, 3)]}] * 2)
+    dm = CocoDataModule(train_annotations=str(ann), num_workers=0, batch_size=2)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert [tuple(image.shape) for image in batch[0]] == [(1, 48, 64)] * 2
+    images, _ = dm.on_after_batch_transfer(batch, 0)
+    for image in images:
+        assert image.shape == (3, 48, 64) and image.dtype == torch.float32
+        assert torch.equal(image[0], image[2])

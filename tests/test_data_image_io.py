@@ -87,3 +87,15 @@ def test_max_pixels_refuses_large_images(tmp_path):
     assert read_image(path, max_pixels=1200).shape == (30, 40, 3)
     with pytest.raises(ImageReadError, match="max_pixels=1199"):
         read_image(path, max_pixels=1199)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape"), [("gray", (10, 20)), ("gray16", (10, 20)), ("rgba", (10, 20, 3))]
+)
+def test_keep_gray_leaves_grayscale_single_channel(tmp_path, kind, shape):
+    path = write_image(tmp_path / "x.png", 20, 10, kind=kind)
+    image = read_image(path, keep_gray=True)
+    assert image.shape == shape and image.dtype == np.uint8
+    np.testing.assert_array_equal(
+        read_image(path)[..., 0], image if image.ndim == 2 else image[..., 0]
+    )

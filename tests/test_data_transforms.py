@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
+from detection.data.transforms import (
+    DEFAULT_TRAIN_TRANSFORMS,
+    GRAY_SAFE_PIXEL_TRANSFORMS,
+    apply_transforms,
+    build_transforms,
+    keeps_gray,
+)
 from detection.errors import InvalidInputError
 
 GEOMETRIC_SPEC = [
@@ -17,6 +23,8 @@ GEOMETRIC_SPEC = [
     {"name": "Affine", "rotate": [-30, 30], "translate_percent": [-0.2, 0.2], "p": 0.5},
     {"name": "OneOf", "transforms": [{"name": "VerticalFlip"}, {"name": "Transpose"}], "p": 0.5},
     {"name": "RandomCrop", "height": 8, "width": 8, "pad_if_needed": True, "p": 0.3},
+    {"name": "Resize", "height": 12, "width": 10, "p": 0.3},
+    {"name": "GaussianBlur", "p": 0.3},
 ]
 
 
@@ -31,7 +39,6 @@ def test_spec_builds_a_bbox_safe_compose():
     assert [type(t).__name__ for t in compose.transforms] == [
         "HorizontalFlip",
         "RandomBrightnessContrast",
-        "Affine",
     ]
     params = compose.processors["bboxes"].params
     assert params.format == "pascal_voc" and params.label_fields == ["labels"]
@@ -122,11 +129,10 @@ def test_augmented_boxes_stay_valid_and_inside_the_image(sample, min_visibility)
     compose = build_transforms(GEOMETRIC_SPEC, train=True, min_visibility=min_visibility, seed=seed)
     labels = np.arange(1, len(boxes) + 1)  # one label per box, to follow them
     image = np.full((height, width, 3), 128, np.uint8)
-    out = compose(image=image, bboxes=boxes, labels=labels)
-    out_h, out_w = out["image"].shape[:2]
-    out_boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
-    out_labels = np.asarray(out["labels"]).reshape(-1)
-    assert out["image"].dtype == np.uint8 and out["image"].shape[2] == 3
+    out_image, out_boxes, out_labels = apply_transforms(compose, image, boxes, labels)
+    out_h, out_w = out_image.shape[:2]
+    assert out_image.dtype == np.uint8 and out_image.shape[2] == 3
+    assert out_boxes.dtype == np.float32 and out_labels.dtype == np.int64
     assert len(out_boxes) == len(out_labels) <= len(boxes)
     assert set(out_labels.tolist()) <= set(labels.tolist())
     assert len(set(out_labels.tolist())) == len(out_labels)  # no box duplicated or relabelled
@@ -135,3 +141,56 @@ def test_augmented_boxes_stay_valid_and_inside_the_image(sample, min_visibility)
         assert (x1 >= 0).all() and (y1 >= 0).all()
         assert (x2 <= out_w).all() and (y2 <= out_h).all()
         assert (x1 < x2).all() and (y1 < y2).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(samples(), st.floats(0.0, 0.9), st.booleans(), st.booleans())
+def test_fast_path_matches_albumentations_compose(sample, min_visibility, each, gray):
+    height, width, boxes, seed = sample
+    labels = np.arange(1, len(boxes) + 1) * 10
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if gray else (height, width, 3)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    slow = build_transforms(GEOMETRIC_SPEC, train=True, min_visibility=min_visibility, seed=seed)
+    fast = build_transforms(GEOMETRIC_SPEC, train=True, min_visibility=min_visibility, seed=seed)
+    for compose in (slow, fast):
+        compose.processors["bboxes"].params.check_each_transform = each
+        compose.check_each_transform = (compose.processors["bboxes"],) if each else ()
+    for _ in range(3):  # the random streams must stay in step over several calls
+        out_image, out_boxes, out_labels = apply_transforms(fast, image, boxes, labels)
+        try:
+            expected = slow(image=image, bboxes=boxes, labels=labels)
+        except ValueError:
+            # Without per-transform checks albumentations rejects boxes clipped to zero width;
+            # the fast path drops them (the validity test covers its output).
+            assert not each
+            return
+        np.testing.assert_array_equal(out_image, expected["image"])
+        np.testing.assert_allclose(
+            out_boxes, np.asarray(expected["bboxes"]).reshape(-1, 4), atol=1e-3
+        )
+        assert out_labels.tolist() == list(expected["labels"])
+
+
+def test_keeps_gray_only_for_channel_blind_transforms():
+    assert keeps_gray(build_transforms(DEFAULT_TRAIN_TRANSFORMS, train=True))
+    assert keeps_gray(build_transforms(GEOMETRIC_SPEC, train=True))
+    assert not keeps_gray(build_transforms([{"name": "HueSaturationValue"}], train=True))
+    assert not keeps_gray(
+        build_transforms([{"name": "OneOf", "transforms": [{"name": "ToGray"}]}], train=True)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(GRAY_SAFE_PIXEL_TRANSFORMS))
+def test_gray_safe_transforms_treat_gray_like_each_rgb_channel(name):
+    gray = np.random.default_rng(0).integers(0, 256, (24, 32), dtype=np.uint8)
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    boxes, labels = np.array([[2, 2, 20, 20]], np.float32), np.array([1])
+    spec = [{"name": name, "p": 1.0}]
+    out_gray, _, _ = apply_transforms(
+        build_transforms(spec, train=True, seed=5), gray, boxes, labels
+    )
+    out_rgb, _, _ = apply_transforms(build_transforms(spec, train=True, seed=5), rgb, boxes, labels)
+    assert out_gray.shape == gray.shape and out_gray.dtype == np.uint8
+    if name not in {"GaussNoise", "MultiplicativeNoise"}:  # noise is drawn per channel
+        np.testing.assert_array_equal(out_gray, out_rgb[:, :, 0])

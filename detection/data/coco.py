@@ -10,11 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from detection.data.image_io import image_size, read_image
+from detection.data.transforms import apply_transforms, keeps_gray
 from detection.errors import ImageReadError, InvalidInputError
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
@@ -127,6 +129,9 @@ class CocoDetection(Dataset):
     The json is parsed and validated once into numpy arrays and then released, so forked
     dataloader workers share a few flat arrays instead of millions of Python objects.
     Labels are 1..K in the order of sorted category ids; 0 is the background.
+    ``image_dtype=torch.uint8`` returns uint8 [C,H,W] images instead, C = 1 for grayscale
+    files (4 to 12 times less to copy out of workers and to the GPU); ``to_float_image``
+    makes them float [3,H,W] on the device.
     """
 
     def __init__(
@@ -136,7 +141,15 @@ class CocoDetection(Dataset):
         transforms: Transform | None = None,
         drop_images_without_annotations: bool = False,
         max_pixels: int | None = None,
+        image_dtype: torch.dtype = torch.float32,
     ) -> None:
+        if image_dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"image_dtype must be torch.float32 or torch.uint8, not {image_dtype}")
+        self.image_dtype = image_dtype
+        # Grayscale files stay 1-channel through channel-blind transforms: a third of the work.
+        self._keep_gray = transforms is None or (
+            isinstance(transforms, A.BaseCompose) and keeps_gray(transforms)
+        )
         self.annotation_file = Path(annotation_file)
         self.image_root = Path(image_root)
         self.transforms = transforms
@@ -385,7 +398,7 @@ class CocoDetection(Dataset):
         record = f"image id {image_id}"
         path = self.image_path(index)
         try:
-            image = read_image(path, max_pixels=self.max_pixels)
+            image = read_image(path, max_pixels=self.max_pixels, keep_gray=self._keep_gray)
         except ImageReadError as error:
             raise ImageReadError(path, error.problem, record=record, field="file_name") from None
         height, width = int(self._sizes[index, 0]), int(self._sizes[index, 1])
@@ -399,7 +412,9 @@ class CocoDetection(Dataset):
         start, end = self._starts[index], self._ends[index]
         boxes = self._boxes[start:end].copy()
         labels = self._labels[start:end].copy()
-        if self.transforms is not None:
+        if isinstance(self.transforms, A.Compose):
+            image, boxes, labels = apply_transforms(self.transforms, image, boxes, labels)
+        elif self.transforms is not None:
             out = self.transforms(image=image, bboxes=boxes, labels=labels)
             image = out["image"]
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
@@ -409,10 +424,26 @@ class CocoDetection(Dataset):
             "labels": torch.from_numpy(labels),
             "image_id": image_id,
         }
-        return to_tensor(image), target
+        return to_tensor(image, self.image_dtype), target
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """RGB uint8 HxWx3 array to a float32 [3,H,W] tensor in 0..1."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    return tensor.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+def to_tensor(image: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 HxWx3 (or HxW gray) array to a tensor.
+
+    float32: [3,H,W] in 0..1. uint8: a [C,H,W] view without a copy, C = 1 for gray, to be
+    finished by ``to_float_image`` on the device.
+    """
+    image = np.ascontiguousarray(image)
+    tensor = torch.from_numpy(image[:, :, None] if image.ndim == 2 else image).permute(2, 0, 1)
+    if dtype == torch.uint8:
+        return tensor
+    return to_float_image(tensor)
+
+
+def to_float_image(image: torch.Tensor) -> torch.Tensor:
+    """A uint8 [C,H,W] image (C = 1 or 3) as contiguous float32 [3,H,W] in 0..1."""
+    if image.dtype != torch.uint8:
+        return image
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    return image.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)

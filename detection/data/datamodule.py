@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, get_worker_info
 
-from detection.data.coco import CocoDetection, load_coco_json, read_categories
+from detection.data.coco import CocoDetection, load_coco_json, read_categories, to_float_image
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
 from detection.errors import InvalidInputError
@@ -51,8 +51,14 @@ class CocoDataModule(L.LightningDataModule):
 
     A split's images default to the folder "images" beside its json, else the json's folder.
     ``drop_images_without_annotations`` applies to training only: evaluation keeps the
-    defect-free images, where false alarms happen. Batches are ``(list of [3,H,W] float
-    images in 0..1, list of {"boxes", "labels", "image_id"})``.
+    defect-free images, where false alarms happen. Batches are ``(list of [3,H,W] images,
+    list of {"boxes", "labels", "image_id"})``.
+
+    With ``uint8_images`` (the default) the loaders carry uint8 [C,H,W] images, C = 1 for
+    grayscale files: 4 to 12 times fewer bytes through worker shared memory, pinned memory
+    and the host-to-device copy. ``on_after_batch_transfer`` turns them into float [3,H,W]
+    in 0..1 on the device: a model under a Trainer sees float RGB images either way. Code that iterates the loaders itself calls
+    ``datamodule.on_after_batch_transfer(batch, 0)`` or sets ``uint8_images=False``.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class CocoDataModule(L.LightningDataModule):
         aspect_ratio_group_factor: int = 3,
         drop_images_without_annotations: bool = False,
         max_pixels: int | None = None,
+        uint8_images: bool = True,
     ) -> None:
         """Describe the splits; nothing is read until a property or setup() needs it."""
         super().__init__()
@@ -108,6 +115,7 @@ class CocoDataModule(L.LightningDataModule):
         self.aspect_ratio_group_factor = aspect_ratio_group_factor
         self.drop_images_without_annotations = drop_images_without_annotations
         self.max_pixels = max_pixels
+        self.uint8_images = uint8_images
         # Built now so that a bad transform spec fails when the config is read, not mid-run.
         self.train_transforms = build_transforms(
             train_transforms, train=True, min_visibility=min_visibility
@@ -180,6 +188,7 @@ class CocoDataModule(L.LightningDataModule):
             drop_images_without_annotations=self.drop_images_without_annotations
             and split == "train",
             max_pixels=self.max_pixels,
+            image_dtype=torch.uint8 if self.uint8_images else torch.float32,
         )
         ids, names, reference = self._read_categories()
         if dataset.category_ids != ids or dataset.class_names != names:
@@ -211,6 +220,13 @@ class CocoDataModule(L.LightningDataModule):
         return load_coco_json(path)
 
     # ----------------------------------------------------------------------------- loaders
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Turn uint8 images into float 0..1 once they are on the device."""
+        if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], list):
+            images, targets = batch
+            return [to_float_image(image) for image in images], targets
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, aspect-ratio grouped batches; sharded across ranks under DDP."""

@@ -36,7 +36,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise ImageReadError(path, f"cannot read the image header ({error})") from None
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | Path, max_pixels: int | None = None, *, keep_gray: bool = False
+) -> np.ndarray:
     """Decode an image file to an RGB uint8 array of shape (H, W, 3).
 
     Grayscale becomes three equal channels, alpha is dropped, and 16-bit images keep their
@@ -44,6 +46,7 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     same 8-bit value (per-image min/max stretching would change contrast between images).
     EXIF orientation is ignored, as in pycocotools and torchvision: boxes refer to the pixels
     as stored. ``max_pixels`` refuses larger images from their header, before decoding.
+    ``keep_gray`` returns grayscale files as (H, W), for pipelines that expand them later.
     """
     path = Path(path)
     if max_pixels is not None:
@@ -65,11 +68,16 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     if max_pixels is not None and image.shape[0] * image.shape[1] > max_pixels:
         # Formats PIL cannot parse skip the header check; enforce the limit after decoding.
         raise ImageReadError(path, _too_large(image.shape[1], image.shape[0], max_pixels))
-    return to_rgb_uint8(image, path)
+    return to_rgb_uint8(image, path, keep_gray=keep_gray)
 
 
-def to_rgb_uint8(image: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
-    """Convert an array as OpenCV decodes it (gray, BGR or BGRA, any depth) to RGB uint8."""
+def to_rgb_uint8(
+    image: np.ndarray, path: str | Path = "<array>", *, keep_gray: bool = False
+) -> np.ndarray:
+    """Convert an array as OpenCV decodes it (gray, BGR or BGRA, any depth) to RGB uint8.
+
+    With ``keep_gray`` a grayscale image (with or without alpha) comes back as (H, W).
+    """
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype in (np.float32, np.float64):
@@ -77,13 +85,11 @@ def to_rgb_uint8(image: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
         image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise ImageReadError(path, f"unsupported pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] in (1, 2):  # gray, gray + alpha
+        image = np.ascontiguousarray(image[:, :, 0])
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return image if keep_gray else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     channels = image.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if channels == 2:  # gray + alpha
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
     if channels == 3:
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
