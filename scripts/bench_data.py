@@ -102,7 +102,7 @@ def stage_breakdown(dm: CocoDataModule) -> dict[str, float]:
     totals = dict.fromkeys(("decode", "augment", "to_tensor", "collate"), 0.0)
     for index in range(len(dataset)):
         t0 = time.perf_counter()
-        image = read_image(dataset.image_path(index), keep_gray=dataset._keep_gray)
+        image = read_image(dataset.image_path(index), keep_gray=dataset.keeps_gray)
         t1 = time.perf_counter()
         start, end = dataset._starts[index], dataset._ends[index]
         image, _, _ = apply_transforms(

@@ -146,10 +146,6 @@ class CocoDetection(Dataset):
         if image_dtype not in (torch.float32, torch.uint8):
             raise ValueError(f"image_dtype must be torch.float32 or torch.uint8, not {image_dtype}")
         self.image_dtype = image_dtype
-        # Grayscale files stay 1-channel through channel-blind transforms: a third of the work.
-        self._keep_gray = transforms is None or (
-            isinstance(transforms, A.BaseCompose) and keeps_gray(transforms)
-        )
         self.annotation_file = Path(annotation_file)
         self.image_root = Path(image_root)
         self.transforms = transforms
@@ -375,6 +371,15 @@ class CocoDetection(Dataset):
         return self.image_root / str(self._file_names[index])
 
     @property
+    def keeps_gray(self) -> bool:
+        """Whether grayscale files stay 1-channel: the transforms are all channel-blind."""
+        # Worked out from the current transforms, which users may replace after construction.
+        transforms = self.transforms
+        return transforms is None or (
+            isinstance(transforms, A.BaseCompose) and keeps_gray(transforms)
+        )
+
+    @property
     def ground_truth(self) -> dict[str, Any]:
         """The whole COCO dict (crowd annotations and all images included), for evaluation.
 
@@ -398,7 +403,7 @@ class CocoDetection(Dataset):
         record = f"image id {image_id}"
         path = self.image_path(index)
         try:
-            image = read_image(path, max_pixels=self.max_pixels, keep_gray=self._keep_gray)
+            image = read_image(path, max_pixels=self.max_pixels, keep_gray=self.keeps_gray)
         except ImageReadError as error:
             raise ImageReadError(path, error.problem, record=record, field="file_name") from None
         height, width = int(self._sizes[index, 0]), int(self._sizes[index, 1])
