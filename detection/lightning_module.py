@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from detection.data.coco import to_float_image
 from detection.errors import DetectionError
 from detection.lr_schedule import lr_factor
 from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
@@ -33,6 +34,12 @@ def detections_to_coco(output: dict[str, Tensor], category_ids: list[int]) -> li
         {"category_id": category_ids[label - 1], "bbox": box, "score": score}
         for box, label, score in zip(xywh, labels, scores, strict=True)
     ]
+
+
+def as_float_images(images: list[Tensor]) -> list[Tensor]:
+    """Float [3,H,W] images in 0..1; uint8 or gray batches from a bare DataLoader are finished here
+    (under a Trainer the data module already did it on the device, and this is a no-op)."""
+    return [to_float_image(image) for image in images]
 
 
 class DetectionModule(L.LightningModule):
@@ -109,13 +116,13 @@ class DetectionModule(L.LightningModule):
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image, boxes in the pixels of each input tensor."""
-        return self.model(images)
+        return self.model(as_float_images(images))
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         images, targets = batch
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        loss_dict = self.model(images, targets)
+        loss_dict = self.model(as_float_images(images), targets)
         loss = sum(loss_dict.values())
         # All ranks must agree to skip, or DDP would wait forever for the skipped gradients.
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
@@ -170,7 +177,7 @@ class DetectionModule(L.LightningModule):
 
     def _evaluation_step(self, batch: Batch) -> None:
         images, targets = batch
-        outputs = self.model(images)
+        outputs = self.model(as_float_images(images))
         for target, output in zip(targets, outputs, strict=True):
             self.evaluator.process(
                 int(target["image_id"]), detections_to_coco(output, self.meta.category_ids)
@@ -216,7 +223,7 @@ class DetectionModule(L.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         images, targets = batch
-        outputs = self.model(images)
+        outputs = self.model(as_float_images(images))
         return [
             {
                 "image_id": int(t["image_id"]),
