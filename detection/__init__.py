@@ -1,1 +1,81 @@
-"""detection: train, evaluate and run Faster R-CNN detectors on COCO-format data."""
+"""detection: train, evaluate and run Faster R-CNN detectors on COCO-format data.
+
+    from detection import DetectionModule, CocoDataModule, Detector, evaluate_coco
+
+Names are imported on first use, so `import detection` stays fast and light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # training
+    "DetectionModule": "detection.lightning_module",
+    "CocoDataModule": "detection.data.datamodule",
+    "CocoDetection": "detection.data.coco",
+    "build_transforms": "detection.data.transforms",
+    "build_model": "detection.models.faster_rcnn",
+    "available_models": "detection.models.faster_rcnn",
+    "CheckpointMeta": "detection.models.checkpoint",
+    "load_model": "detection.models.checkpoint",
+    # evaluation
+    "evaluate_coco": "detection.evaluation.coco",
+    "evaluate_detections": "detection.evaluation.evaluator",
+    "DetectionEvaluator": "detection.evaluation.evaluator",
+    # inference
+    "Detector": "detection.inference.predictor",
+    "Prediction": "detection.inference.predictor",
+    "InspectConfig": "detection.inference.job",
+    "run_inspect": "detection.inference.job",
+    "export_torchscript": "detection.inference.export",
+    # data tools
+    "read_image": "detection.data.image_io",
+    "generate_dataset": "detection.data.synthetic",
+    "lint_coco": "detection.data.lint",
+    "voc_to_coco": "detection.data.formats",
+    "yolo_to_coco": "detection.data.formats",
+    "coco_to_voc": "detection.data.formats",
+    "coco_to_yolo": "detection.data.formats",
+    # errors
+    "DetectionError": "detection.errors",
+    "InvalidInputError": "detection.errors",
+    "ImageReadError": "detection.errors",
+    "WeightsError": "detection.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'detection' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from detection.data.coco import CocoDetection
+    from detection.data.datamodule import CocoDataModule
+    from detection.data.formats import coco_to_voc, coco_to_yolo, voc_to_coco, yolo_to_coco
+    from detection.data.image_io import read_image
+    from detection.data.lint import lint_coco
+    from detection.data.synthetic import generate_dataset
+    from detection.data.transforms import build_transforms
+    from detection.errors import DetectionError, ImageReadError, InvalidInputError, WeightsError
+    from detection.evaluation.coco import evaluate_coco
+    from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
+    from detection.inference.export import export_torchscript
+    from detection.inference.job import InspectConfig, run_inspect
+    from detection.inference.predictor import Detector, Prediction
+    from detection.lightning_module import DetectionModule
+    from detection.models.checkpoint import CheckpointMeta, load_model
+    from detection.models.faster_rcnn import available_models, build_model
