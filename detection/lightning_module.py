@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -219,7 +220,13 @@ class DetectionModule(L.LightningModule):
         self._evaluation_step(batch)
 
     def on_test_epoch_end(self) -> None:
-        self._finish_evaluation("test")
+        report = self._finish_evaluation("test")
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero and log_dir is not None:
+            from detection.evaluation.report import write_metrics_json
+
+            path = write_metrics_json(report, Path(log_dir) / "test_metrics.json")
+            log.info("test metrics written to %s", path)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
         images, targets = batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -86,6 +87,29 @@ def test_fit_writes_checkpoint_and_resume_continues_from_its_step(
     # Lightning logs step = global_step - 1 for training metrics: steps 3 and 4 are new, 0-2 not.
     assert steps and min(steps) >= 3, steps
     assert torch.load(next(second.rglob("last.ckpt")), weights_only=True)["global_step"] == 5
+
+    # `detection test` scores the checkpoint on a held-out split and writes the full report.
+    tested = tmp_path / "tested"
+    images = tiny_data["test"].parent.parent / "images"
+    args = fit_args(tiny_data, tested, f"--ckpt_path={last}", f"--data.test_annotations={tiny_data['test']}",
+                    f"--data.test_images={images}")  # fmt: skip
+    assert main(["test", *args[1:]]) == 0
+    report = json.loads(next(tested.rglob("test_metrics.json")).read_text())
+    assert list(report)[:12] == [
+        "AP",
+        "AP50",
+        "AP75",
+        "APs",
+        "APm",
+        "APl",
+        "AR1",
+        "AR10",
+        "AR100",
+        "ARs",
+        "ARm",
+        "ARl",
+    ]
+    assert {"per_class", "operating_point", "image_level", "calibrated_thresholds"} <= set(report)
 
 
 def test_print_config_shows_the_whole_run(capsys: pytest.CaptureFixture[str]) -> None:
