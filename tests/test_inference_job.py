@@ -22,9 +22,10 @@ from inference_fixtures import (  # noqa: F401 - fixtures
 )
 
 from detection.commands.inspect import EXIT_INPUT_ERRORS, EXIT_USAGE, main
-from detection.inference.job import FAILED_DIR, failed_image_name
+from detection.inference.job import FAILED_DIR, InspectConfig, failed_image_name, run_inspect
 from detection.inference.predictor import Detector
-from detection.inference.writer import error_files, iter_records, result_files
+from detection.inference.sources import shard_items
+from detection.inference.writer import error_file, error_files, iter_records, result_files
 
 
 def _write_png(path: Path, image: np.ndarray) -> str:
@@ -243,3 +244,33 @@ def test_sigkill_at_any_point_then_restart_gives_each_image_once(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["duplicates"] == 0
     assert summary["images"] == len(images) + len(bad)
+
+
+def test_two_ranks_split_the_inputs_and_each_image_is_done_once(
+    tmp_path: Path,
+    square_checkpoint: Path,  # noqa: F811
+) -> None:
+    images, bad = make_folder(tmp_path / "in", good=8, seed=2)
+    out = tmp_path / "out"
+    config = InspectConfig(
+        checkpoint=str(square_checkpoint),
+        inputs=[str(tmp_path / "in")],
+        output=str(out),
+        devices=2,  # two CPU processes here; one per GPU on a GPU machine
+        device="cpu",
+        workers=0,
+        batch_size=4,
+        progress=False,
+    )
+    summary = run_inspect(config)
+    assert summary["complete"] and summary["images"] == len(images) + len(bad)
+    assert {r["rank"] for r in summary["this_run"]["ranks"]} == {0, 1}
+    inputs = sorted([*images, *bad])
+    for rank in (0, 1):
+        written = [
+            r["image"]
+            for f in [*(out / "results").glob(f"part-{rank:05d}-*.jsonl"), error_file(out, rank)]
+            if f.exists()
+            for r in iter_records(f)
+        ]
+        assert sorted(written) == shard_items(inputs, rank, 2)  # its own share, each once

@@ -19,6 +19,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -188,6 +189,8 @@ def run_rank(
         done = done_images(output)
         todo = [p for p in mine if p not in done]
         stats.todo = len(todo)
+        if not todo:
+            return stats
         results = ShardedJsonlWriter(output / "results", rank, config.shard_lines, config.fsync)
         errors = JsonlAppender(error_file(output, rank), config.fsync)
         loader = DataLoader(
@@ -265,7 +268,7 @@ def make_detector(config: InspectConfig, device: str | None = None) -> Detector:
 
 
 def _rank_process(
-    config: InspectConfig, local_rank: int, inputs: list[str], queue: multiprocessing.Queue
+    config: InspectConfig, local_rank: int, inputs: list[str], results: multiprocessing.Queue
 ) -> None:
     """Entry point of one spawned rank: its own device, its own shard."""
     rank = config.node_rank * config.devices + local_rank
@@ -277,9 +280,9 @@ def _rank_process(
             device = "cpu"
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.devices))
         stats = run_rank(config, rank, inputs, make_detector(config, device))
-        queue.put(("ok", asdict(stats)))
+        results.put(("ok", asdict(stats)))
     except BaseException as err:  # noqa: BLE001 - report any failure to the parent, then exit
-        queue.put(("error", f"rank {rank}: {type(err).__name__}: {err}"))
+        results.put(("error", f"rank {rank}: {type(err).__name__}: {err}"))
         raise SystemExit(1) from None
 
 
@@ -290,9 +293,9 @@ def _run_spawned(config: InspectConfig, inputs: list[str]) -> list[RankStats]:
             f"--devices {config.devices} but only {torch.cuda.device_count()} CUDA devices are visible"
         )
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-    queue = context.Queue()
+    results = context.Queue()
     processes = [
-        context.Process(target=_rank_process, args=(config, r, inputs, queue), daemon=False)
+        context.Process(target=_rank_process, args=(config, r, inputs, results), daemon=False)
         for r in range(config.devices)
     ]
     for process in processes:
@@ -300,10 +303,10 @@ def _run_spawned(config: InspectConfig, inputs: list[str]) -> list[RankStats]:
     messages = []
     while len(messages) < len(processes):
         try:
-            messages.append(queue.get(timeout=1.0))
-        except Exception:  # noqa: BLE001 - queue.Empty: check that children are still alive
-            if all(not p.is_alive() for p in processes) and queue.empty():
-                break
+            messages.append(results.get(timeout=1.0))
+        except queue.Empty:
+            if all(not p.is_alive() for p in processes) and results.empty():
+                break  # a child died without reporting (killed, out of memory)
     for process in processes:
         process.join()
     problems = [text for kind, text in messages if kind == "error"]
@@ -434,6 +437,8 @@ def summarize(
     if config.csv:
         _write_csv(output / CSV_FILE, csv_rows)
     inspected_now = sum(r.inspected + r.errors for r in runs)
+    # Ranks run side by side: the rate is the images of all of them over the slowest loop.
+    loop_seconds = max((r.seconds for r in runs), default=0.0)
     missing = sum(1 for path in inputs if path not in seen)
     summary = {
         "output": str(output),
@@ -448,10 +453,11 @@ def summarize(
         "classes": classes,
         "thresholds": settings["thresholds"],
         "report_threshold": settings["report_threshold"],
-        "images_per_s": round(inspected_now / seconds, 3) if seconds > 0 else None,
+        "images_per_s": round(inspected_now / loop_seconds, 3) if loop_seconds > 0 else None,
         "this_run": {
             "images": inspected_now,
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds, 3),  # wall time, model loading included
+            "loop_seconds": round(loop_seconds, 3),
             "ranks": [asdict(r) for r in runs],
         },
     }

@@ -66,7 +66,7 @@ def discover_inputs(
     exclude: Sequence[str | Path] = (),
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
 ) -> list[str]:
-    """Resolve --input values (folder, glob pattern, list file or image file) to sorted unique paths.
+    """Resolve --input values (folder, glob, list file or image file) to sorted absolute paths.
 
     Folders are searched recursively for image extensions; glob matches and list entries are
     taken as given (a non-image among them is reported as a bad input by the job, not dropped).
@@ -89,8 +89,9 @@ def discover_inputs(
             paths.extend(matches)
         else:
             raise InvalidInputError(spec, "no such file or folder")
-    # normpath makes './a.png' and 'a.png' one image; sorting makes runs and shards reproducible.
-    return sorted({os.path.normpath(p) for p in paths})
+    # Absolute, normalised paths name each image one way whatever the working folder or the
+    # spelling of --input, so a restart recognises what is done; sorting makes runs reproducible.
+    return sorted({os.path.abspath(p) for p in paths})
 
 
 def shard_of(path: str, world_size: int) -> int:

@@ -1,0 +1,234 @@
+"""Benchmark `detection inspect` against a naive loop on the same model and images.
+
+The naive loop is what people write first: `cv2.imread`, convert, `model([image])` one image at
+a time under `torch.no_grad()`, on the same device, in float32. The job is called in-process
+(`run_inspect`) with a Detector built from the same checkpoint, so model loading is excluded from
+both timings; the job's timing includes discovery, decoding workers, writing and fsyncing JSON
+Lines and the summary.
+
+CPU (default, a light model):
+    python scripts/bench_inspect.py --out results/bench_inspect.json
+GPU (R50-FPN at 800 px, mixed precision, batched):
+    python scripts/bench_inspect.py --device cuda --precision 16-mixed \
+        --model fasterrcnn_resnet50_fpn --min-size 800 --max-size 1333 --size 1333x800 \
+        --images 200 --batch-size 8 --workers 6 --out results/bench_inspect_gpu.json
+
+Weights are random (seeded) unless --checkpoint is given: speed does not depend on training,
+and untrained heads score every proposal near 0.5, so post-processing and output are the
+worst case (100 detections per image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from detection.data.synthetic import DEFAULT_CLASSES, render_image
+from detection.inference.job import InspectConfig, run_inspect
+from detection.inference.predictor import Detector, resolve_device
+from detection.models.checkpoint import CheckpointMeta, load_model
+from detection.models.faster_rcnn import build_model
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="a trained checkpoint (default: random weights)")
+    parser.add_argument(
+        "--model",
+        default="fasterrcnn_mobilenet_v3_large_320_fpn",
+        help="model without --checkpoint",
+    )
+    parser.add_argument("--min-size", type=int, default=320, help="model min_size (no checkpoint)")
+    parser.add_argument("--max-size", type=int, default=640, help="model max_size (no checkpoint)")
+    parser.add_argument("--images", type=int, default=48, help="number of images")
+    parser.add_argument("--size", default="640x480", help="image WIDTHxHEIGHT (JPEG files)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--precision", default="32", help="inspect precision: 32, 16-mixed, ...")
+    parser.add_argument("--repeats", type=int, default=2, help="timed rounds of each; median kept")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--workdir", help="keep images and outputs here (default: a temp folder)")
+    parser.add_argument("--out", default="results/bench_inspect.json", help="JSON report")
+    return parser.parse_args(argv)
+
+
+def make_images(folder: Path, count: int, width: int, height: int) -> list[str]:
+    """Synthetic defect images as JPEG files (decoding them is part of the work)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        kinds = [str(k) for k in rng.choice(DEFAULT_CLASSES, size=int(rng.integers(0, 3)))]
+        image, _ = render_image(
+            rng, width, height, kinds, min_defect_size=16, max_defect_size=min(width, height) // 3
+        )
+        path = folder / f"img{i:05d}.jpg"
+        cv2.imwrite(
+            str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+        )
+        paths.append(str(path))
+    return paths
+
+
+def make_checkpoint(args: argparse.Namespace, path: Path) -> Path:
+    """A seeded random-weights checkpoint in DetectionModule's layout."""
+    torch.manual_seed(0)
+    model_args = {"min_size": args.min_size, "max_size": args.max_size}
+    model = build_model(args.model, len(DEFAULT_CLASSES), **model_args)
+    meta = CheckpointMeta(
+        model_name=args.model,
+        num_classes=len(DEFAULT_CLASSES),
+        class_names=list(DEFAULT_CLASSES),
+        category_ids=list(range(1, len(DEFAULT_CLASSES) + 1)),
+        model_args=model_args,
+    )
+    state = {"model." + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "detection": meta.to_dict()}, path)
+    return path
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def naive_loop(model: torch.nn.Module, paths: list[str], device: torch.device) -> float:
+    """Seconds for imread + model([image]) one image at a time; results copied to the host."""
+    _sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for path in paths:
+            image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+            tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
+            output = model([tensor])[0]
+            _ = {k: v.cpu() for k, v in output.items()}
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def inspect_job(
+    detector: Detector, checkpoint: Path, images: Path, out: Path, args: argparse.Namespace
+) -> tuple[float, dict]:
+    """Seconds for one complete `detection inspect` job (model already loaded)."""
+    config = InspectConfig(
+        checkpoint=str(checkpoint),
+        inputs=[str(images)],
+        output=str(out),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=str(detector.device),
+        precision=detector.precision,
+        progress=False,
+    )
+    shutil.rmtree(out, ignore_errors=True)  # a leftover output would be resumed, not redone
+    _sync(detector.device)
+    start = time.perf_counter()
+    summary = run_inspect(config, detector=detector)
+    _sync(detector.device)
+    return time.perf_counter() - start, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print both rates and their ratio, write the JSON report."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        images = work / "images"
+        paths = sorted(str(p) for p in images.glob("*.jpg"))
+        if len(paths) != args.images:
+            paths = make_images(images, args.images, width, height)
+        checkpoint = (
+            Path(args.checkpoint)
+            if args.checkpoint
+            else make_checkpoint(args, work / "random.ckpt")
+        )
+
+        naive_model = load_model(checkpoint)[0].to(device)
+        detector = Detector.from_checkpoint(checkpoint, device=device, precision=args.precision)
+        # Warm-up: allocator, cuDNN/oneDNN kernels, DataLoader worker start-up paths.
+        naive_loop(naive_model, paths[:2], device)
+        warm = work / "warmup"
+        (warm / "in").mkdir(parents=True, exist_ok=True)
+        for p in paths[: 2 * args.batch_size]:
+            (warm / "in" / Path(p).name).write_bytes(Path(p).read_bytes())
+        inspect_job(detector, checkpoint, warm / "in", warm / "out", args)
+
+        naive_times, job_times = [], []
+        summary: dict = {}
+        for round_ in range(args.repeats):
+            # Alternate the order so drifting load on a shared machine hurts both alike.
+            order = ("naive", "job") if round_ % 2 == 0 else ("job", "naive")
+            for kind in order:
+                if kind == "naive":
+                    naive_times.append(naive_loop(naive_model, paths, device))
+                else:
+                    seconds, summary = inspect_job(
+                        detector, checkpoint, images, work / f"out{round_}", args
+                    )
+                    job_times.append(seconds)
+            print(
+                f"round {round_ + 1}: naive {len(paths) / naive_times[-1]:.2f} img/s, "
+                f"inspect {len(paths) / job_times[-1]:.2f} img/s",
+                file=sys.stderr,
+            )
+        naive_rate = len(paths) / statistics.median(naive_times)
+        job_rate = len(paths) / statistics.median(job_times)
+        report = {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "model": detector.meta.model_name,
+            "model_args": detector.meta.model_args,
+            "checkpoint": args.checkpoint or "random weights (seed 0)",
+            "images": len(paths),
+            "image_size": [width, height],
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "precision": detector.precision,
+            "naive_images_per_s": round(naive_rate, 3),
+            "inspect_images_per_s": round(job_rate, 3),
+            "speedup": round(job_rate / naive_rate, 3),
+            "naive_seconds": [round(t, 3) for t in naive_times],
+            "inspect_seconds": [round(t, 3) for t in job_times],
+            "detections_per_image": round(
+                sum(c["detections"] for c in summary["classes"].values())
+                / max(1, summary["images"]),
+                1,
+            ),
+        }
+    print(
+        f"naive loop: {naive_rate:.2f} images/s   detection inspect: {job_rate:.2f} images/s   "
+        f"ratio: {job_rate / naive_rate:.2f}x  ({report['model']}, {width}x{height}, {device}, "
+        f"precision {report['precision']}, batch {args.batch_size}, workers {args.workers})"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
