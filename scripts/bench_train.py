@@ -1,0 +1,525 @@
+"""Training throughput: DetectionModule under the Lightning Trainer against a plain torchvision loop.
+
+    python scripts/bench_train.py --out results/bench_train.json
+
+Both paths train the same Faster R-CNN (same architecture and initial weights), with the same
+optimizer and warmup schedule (SGD momentum 0.9, weight decay 1e-4, LambdaLR from
+detection.lr_schedule), on the same batches: each builds its loader with
+CocoDataModule.train_dataloader() (generated data, same seed, so the same images in the same
+order with the same augmentation) and turns uint8 images into float with the data module's
+on_after_batch_transfer, as the Trainer does. The plain loop is torchvision's
+references/detection train_one_epoch: forward, backward, step, a loss.item() finiteness check
+and every loss term read with .item() for its metric logger.
+
+The Trainer runs as `detection fit` would: default logger (to a temp dir), progress bar,
+checkpointing, model summary and the CLI's LearningRateMonitor; log_every_n_steps 5 as in
+configs/cpu_quick.yaml. Only steady-state steps are timed (after --warmup steps, from one
+optimizer step's end to another's), so the one-time costs of fit (summary, checkpoint at the
+end) are left out of both. Repetitions alternate A, B, A, B on a shared machine; the figures
+are medians, with CPU time (time.process_time, all threads) per image beside wall time.
+
+--patched adds a third path, the Trainer with the fix proposed for DetectionModule, applied
+by monkeypatching (see PATCHES); --profile adds a cProfile of one Trainer repetition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import cProfile
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from detection.data.datamodule import CocoDataModule  # noqa: E402
+from detection.data.synthetic import generate_dataset  # noqa: E402
+from detection.lightning_module import DetectionModule  # noqa: E402
+from detection.lr_schedule import lr_factor  # noqa: E402
+from detection.models.faster_rcnn import build_model  # noqa: E402
+
+PATHS = ("plain", "trainer", "trainer_patched")
+
+
+class StepClock:
+    """Wall and CPU time at the end of every optimizer step, and the loss of each step."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.loss: list[float | torch.Tensor] = []
+
+    def tick(self, loss: float | torch.Tensor) -> None:
+        """Record the end of one step; a tensor loss is read later, so timing adds no sync."""
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+        self.loss.append(loss)
+
+    def figures(self, warmup: int, batch_size: int) -> dict[str, float]:
+        """Images/s and CPU seconds per image over the steps after ``warmup``."""
+        steps = len(self.wall) - 1 - warmup
+        images = steps * batch_size
+        wall = self.wall[-1] - self.wall[warmup]
+        cpu = self.cpu[-1] - self.cpu[warmup]
+        return {
+            "images_per_s": images / wall,
+            "cpu_s_per_image": cpu / images,
+            "wall_s": wall,
+            "steps": steps,
+        }
+
+
+class ClockCallback(Callback):
+    """Feeds a StepClock from the Trainer at the end of every training batch."""
+
+    def __init__(self, clock: StepClock) -> None:
+        self.clock = clock
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.clock.tick(float("nan") if loss is None else loss.detach())
+
+
+def seeded_loader(data: CocoDataModule, seed: int) -> Callable[[], DataLoader]:
+    """data.train_dataloader, seeding everything first: the same batches in both paths.
+
+    Everything the batches draw from (image order, augmentation seeds, and then the RPN and
+    RoI samplers in the first forward) follows the torch seed set just before the loader is
+    built; the Trainer consumes random numbers of its own during set-up, before that.
+    """
+    build = data.train_dataloader
+
+    def loader() -> DataLoader:
+        L.seed_everything(seed, verbose=False)
+        return build()
+
+    return loader
+
+
+# ------------------------------------------------------------------------------ the setup
+
+
+def make_data(args: argparse.Namespace) -> CocoDataModule:
+    """A fresh data module over the generated training split."""
+    return CocoDataModule(
+        train_annotations=str(args.data / "annotations" / "train.json"),
+        train_images=str(args.data / "images"),
+        val_annotations=str(args.data / "annotations" / "val.json"),
+        val_images=str(args.data / "images"),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        pin_memory=False,
+        persistent_workers=False,
+    )
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """What DetectionModule and build_model both receive."""
+    return {
+        "min_size": args.size,
+        "max_size": args.size,
+        "box_batch_size_per_image": 128,
+        "rpn_post_nms_top_n_train": 600,
+    }
+
+
+def hparams(args: argparse.Namespace) -> dict[str, Any]:
+    """Optimizer and schedule settings shared by both paths (DetectionModule's names)."""
+    return {
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "warmup_iters": 50,
+        "warmup_factor": 0.01,
+        "scheduler": "constant",
+    }
+
+
+def optimizer_and_schedule(
+    params: list[torch.nn.Parameter], hp: dict[str, Any], total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD and the warmup LambdaLR, built as DetectionModule.configure_optimizers builds them."""
+    optimizer = torch.optim.SGD(
+        params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+    )
+    factor = lr_factor(
+        warmup_iters=hp["warmup_iters"],
+        warmup_factor=hp["warmup_factor"],
+        kind=hp["scheduler"],
+        total_steps=total_steps,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------------------ the paths
+
+
+def run_plain(args: argparse.Namespace, init: dict[str, torch.Tensor], seed: int) -> StepClock:
+    """torchvision references' train_one_epoch, on the data module's loader."""
+    L.seed_everything(seed, verbose=False)
+    model = build_model(args.model, args.num_classes, **model_kwargs(args))
+    model.load_state_dict(init)
+    model.train()
+    total = args.warmup + args.steps + 1
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = optimizer_and_schedule(params, hparams(args), total)
+    data = make_data(args)
+    data.setup("fit")
+    loader = seeded_loader(data, seed)()
+    clock = StepClock()
+    meter: dict[str, float] = {}
+    for batch in loader:
+        images, targets = data.on_after_batch_transfer(batch, 0)
+        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        loss_dict = model(images, targets)
+        losses = sum(loss_dict.values())
+        loss_value = losses.item()
+        if not math.isfinite(loss_value):
+            raise RuntimeError(f"loss is {loss_value}")
+        optimizer.zero_grad()
+        losses.backward()
+        if args.clip:
+            torch.nn.utils.clip_grad_norm_(params, args.clip)
+        optimizer.step()
+        scheduler.step()
+        meter.update({k: v.item() for k, v in loss_dict.items()})  # references' MetricLogger
+        clock.tick(loss_value)
+        if len(clock.wall) == total:
+            break
+    return clock
+
+
+def run_trainer(
+    args: argparse.Namespace,
+    init: dict[str, torch.Tensor],
+    seed: int,
+    profile: cProfile.Profile | None = None,
+) -> StepClock:
+    """DetectionModule under a Trainer set up as `detection fit` sets it up."""
+    L.seed_everything(seed, verbose=False)
+    data = make_data(args)
+    module = DetectionModule(
+        model_name=args.model,
+        class_names=data.class_names,
+        category_ids=data.category_ids,
+        min_size=args.size,
+        max_size=args.size,
+        model_kwargs={
+            k: v for k, v in model_kwargs(args).items() if k not in ("min_size", "max_size")
+        },
+        **hparams(args),
+    )
+    module.model.load_state_dict(init)
+    data.train_dataloader = seeded_loader(data, seed)  # type: ignore[method-assign]
+    clock = StepClock()
+    total = args.warmup + args.steps + 1
+    with tempfile.TemporaryDirectory() as root:
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            precision="32",
+            max_steps=total,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            log_every_n_steps=5,
+            gradient_clip_val=args.clip or None,
+            default_root_dir=root,
+            callbacks=[
+                LearningRateMonitor(logging_interval="step"),
+                ClockCallback(clock),
+            ],
+        )
+        with profiling(profile):
+            trainer.fit(module, datamodule=data)
+    return clock
+
+
+@contextlib.contextmanager
+def profiling(profile: cProfile.Profile | None) -> Iterator[None]:
+    """Run the block under ``profile`` when one is given."""
+    if profile is None:
+        yield
+        return
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+
+
+# ------------------------------------------------------------------------------ the fix
+
+# The fix proposed for DetectionModule.training_step, measured here before anyone edits it:
+# log the loss terms without forcing the progress bar to read the total every step, and skip
+# the collective in reduce_boolean_decision when there is a single process.
+PATCHES: dict[str, Callable[..., Any]] = {}
+
+
+def patched_training_step(self: DetectionModule, batch: Any, batch_idx: int) -> Any:
+    """training_step as proposed in the report's diff."""
+    images, targets = batch
+    targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+    loss_dict = self.model(images, targets)
+    loss = sum(loss_dict.values())
+    finite = torch.isfinite(loss)
+    if self.trainer.world_size > 1:
+        # All ranks must agree to skip, or DDP would wait forever for the skipped gradients.
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True)
+    if not finite:
+        return self._skip_nonfinite(loss_dict)
+    self.nonfinite_in_a_row = 0
+    batch_size = len(images)
+    self.log_dict(
+        {f"train/{name}": value.detach() for name, value in loss_dict.items()},
+        batch_size=batch_size,
+    )
+    self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+    return loss
+
+
+PATCHES["training_step"] = patched_training_step
+
+
+@contextlib.contextmanager
+def patched() -> Iterator[None]:
+    """DetectionModule with PATCHES applied, restored afterwards."""
+    saved = {name: getattr(DetectionModule, name) for name in PATCHES}
+    for name, fn in PATCHES.items():
+        setattr(DetectionModule, name, fn)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(DetectionModule, name, fn)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def top_functions(profile: cProfile.Profile, limit: int = 40) -> list[dict[str, Any]]:
+    """The functions with the most own time, as rows for the json."""
+    stats = pstats.Stats(profile, stream=io.StringIO())
+    rows = []
+    for (file, line, name), (_, calls, own, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "function": f"{Path(file).name}:{line}({name})",
+                "file": file,
+                "calls": calls,
+                "own_s": own,
+                "cumulative_s": cumulative,
+            }
+        )
+    rows.sort(key=lambda r: r["own_s"], reverse=True)
+    return rows[:limit]
+
+
+def profile_by_package(profile: cProfile.Profile) -> dict[str, float]:
+    """Own time summed by where the code lives: torch, lightning, detection, other."""
+    stats = pstats.Stats(profile, stream=io.StringIO())
+    totals: dict[str, float] = {}
+    for (file, _, name), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if "site-packages/lightning" in file:
+            key = "lightning"
+        elif "site-packages/torchvision" in file:
+            key = "torchvision"
+        elif (
+            "site-packages/torch" in file
+            or name.startswith("<built-in method torch")
+            or (file == "~" and ("torch" in name or "Tensor" in name or "_C." in name))
+        ):
+            key = "torch"
+        elif "/detection/" in file and "site-packages" not in file:
+            key = "detection"
+        elif "albumentations" in file or "cv2" in name:
+            key = "data (albumentations, cv2)"
+        else:
+            key = "other"
+        totals[key] = totals.get(key, 0.0) + own
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Medians per path and ratios against the plain loop."""
+    out: dict[str, Any] = {}
+    for path, reps in results.items():
+        out[path] = {
+            key: statistics.median(r[key] for r in reps)
+            for key in ("images_per_s", "cpu_s_per_image", "wall_s")
+        }
+        out[path]["images_per_s_all"] = [round(r["images_per_s"], 3) for r in reps]
+    plain = out["plain"]["images_per_s"]
+    plain_reps = results["plain"]
+    for path in results:
+        if path == "plain":
+            continue
+        pairs = [
+            b["images_per_s"] / a["images_per_s"]
+            for a, b in zip(plain_reps, results[path], strict=False)
+        ]
+        out[path]["ratio_of_medians"] = out[path]["images_per_s"] / plain
+        out[path]["median_pairwise_ratio"] = statistics.median(pairs)
+        out[path]["pairwise_ratios"] = [round(p, 4) for p in pairs]
+        out[path]["cpu_ratio"] = out["plain"]["cpu_s_per_image"] / out[path]["cpu_s_per_image"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate data, run the interleaved repetitions, print and save the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="fasterrcnn_resnet18_fpn")
+    parser.add_argument("--size", type=int, default=128, help="generated image side, px")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="loader workers, both paths")
+    parser.add_argument("--images", type=int, default=64, help="generated images (train ~70%%)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per repetition")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition")
+    parser.add_argument("--reps", type=int, default=7, help="repetitions of each path")
+    parser.add_argument("--clip", type=float, default=0.0, help="gradient clipping, both paths")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--patched", action="store_true", help="also time the proposed fix")
+    parser.add_argument("--profile", action="store_true", help="cProfile one Trainer run")
+    parser.add_argument("--data", type=Path, help="generated data folder (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench_train.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        import logging
+
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    tmp = tempfile.TemporaryDirectory()
+    if args.data is None:
+        args.data = Path(tmp.name) / "data"
+    if not (args.data / "annotations" / "train.json").is_file():
+        generate_dataset(args.data, num_images=args.images, image_size=args.size, seed=0)
+    args.num_classes = make_data(args).num_classes
+    torch.manual_seed(0)
+    init = copy.deepcopy(
+        build_model(args.model, args.num_classes, **model_kwargs(args)).state_dict()
+    )
+
+    paths = ["plain", "trainer"] + (["trainer_patched"] if args.patched else [])
+    results: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
+    first_losses: dict[str, list[float]] = {}
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    for rep in range(args.reps):
+        for path in paths:
+            seed = 1000 + rep
+            if path == "plain":
+                clock = run_plain(args, init, seed)
+            elif path == "trainer":
+                clock = run_trainer(args, init, seed)
+            else:
+                with patched():
+                    clock = run_trainer(args, init, seed)
+            fig = clock.figures(args.warmup, args.batch_size)
+            results[path].append(fig)
+            first_losses.setdefault(path, [round(float(v), 5) for v in clock.loss[:3]])
+            print(
+                f"rep {rep} {path:16s} {fig['images_per_s']:7.2f} img/s  "
+                f"{1000 * fig['cpu_s_per_image']:7.1f} ms CPU/img  load {os.getloadavg()[0]:.2f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    summary = summarize(results)
+
+    profile_out: dict[str, Any] | None = None
+    if args.profile:
+        profile = cProfile.Profile()
+        run_trainer(args, init, 999, profile=profile)
+        plain_profile = cProfile.Profile()
+        with profiling(plain_profile):
+            run_plain(args, init, 999)
+        profile_out = {
+            "trainer_by_package_s": profile_by_package(profile),
+            "plain_by_package_s": profile_by_package(plain_profile),
+            "trainer_top_own_time": top_functions(profile),
+        }
+
+    report = {
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "settings": {
+            "model": args.model,
+            "size": args.size,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "warmup_steps": args.warmup,
+            "timed_steps": args.steps,
+            "reps": args.reps,
+            "clip": args.clip,
+            "torch_threads": torch.get_num_threads(),
+            "model_kwargs": model_kwargs(args),
+            "optimizer": hparams(args),
+            "trainer": {
+                "precision": "32",
+                "log_every_n_steps": 5,
+                "logger": "Lightning default (to a temp dir)",
+                "progress_bar": "default TQDMProgressBar, refresh every step",
+                "callbacks": "LearningRateMonitor(step) as in the CLI; default ModelCheckpoint",
+            },
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "load_avg_before": load_before,
+            "load_avg_after": os.getloadavg(),
+            "bench_wall_s": time.perf_counter() - started,
+        },
+        "first_step_losses": first_losses,
+        # Same initial weights, batches and random samples: the first losses agree exactly.
+        "same_work": all(v == first_losses["plain"] for v in first_losses.values()),
+        "summary": summary,
+        "repetitions": results,
+        "profile": profile_out,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    for path in paths:
+        s = summary[path]
+        line = f"{path:16s} median {s['images_per_s']:7.2f} img/s  {1000 * s['cpu_s_per_image']:7.1f} ms CPU/img"
+        if path != "plain":
+            line += (
+                f"  ratio {s['ratio_of_medians']:.3f} (pairwise median {s['median_pairwise_ratio']:.3f},"
+                f" CPU {s['cpu_ratio']:.3f})"
+            )
+        print(line)
+    print(
+        f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; saved {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
