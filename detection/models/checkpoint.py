@@ -10,7 +10,7 @@ import torch
 from torchvision.models.detection import FasterRCNN
 
 from detection.errors import WeightsError
-from detection.models.faster_rcnn import build_model
+from detection.models.faster_rcnn import build_model, safe_torch_load
 
 CHECKPOINT_KEY = "detection"
 FORMAT_VERSION = 1
@@ -54,15 +54,7 @@ class CheckpointMeta:
 
 def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
     """Load a DetectionModule checkpoint without running code: (meta, model state dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise WeightsError(
-            f"{path}: cannot load checkpoint safely: {str(err).splitlines()[0]}"
-        ) from err
+    ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise WeightsError(f"{path}: not a detection checkpoint (no '{CHECKPOINT_KEY}' section)")
     meta = CheckpointMeta.from_dict(ckpt[CHECKPOINT_KEY])

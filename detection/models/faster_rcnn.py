@@ -122,18 +122,22 @@ def _backbone_enum(weights_backbone: str | None, model: str) -> Any:
         return weights_backbone
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a model state dict from a .pth file or a Lightning .ckpt, without running code."""
+def safe_torch_load(path: str | Path, what: str = "weights") -> Any:
+    """`torch.load` that cannot run code (a checkpoint from a stranger), with one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
+        raise WeightsError(f"{path}: {what} file not found")
     try:
-        # weights_only: a checkpoint from a stranger must not be able to run code here.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise WeightsError(
-            f"{path}: cannot load weights safely: {str(err).splitlines()[0]}"
+            f"{path}: cannot load {what} safely: {str(err).splitlines()[0]}"
         ) from err
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a model state dict from a .pth file or a Lightning .ckpt, without running code."""
+    obj = safe_torch_load(path)
     if isinstance(obj, dict) and "state_dict" in obj:  # Lightning checkpoint
         obj = {k.removeprefix("model."): v for k, v in obj["state_dict"].items()}
     elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
