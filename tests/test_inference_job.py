@@ -160,7 +160,7 @@ def test_restart_with_other_settings_is_refused(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--checkpoint", "missing.ckpt"], "checkpoint not found"),
+        (["--checkpoint", "missing.ckpt"], "not found"),
         (["--input", "no/such/folder"], "no such file or folder"),
         (["--threshold", "square=high"], "CLASS=0.5"),
     ],

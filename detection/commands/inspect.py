@@ -105,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", required=True, help="output folder (created; resumed if it exists)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="images per model call (default 8)"
+        "--batch-size", type=int, help="images per model call (default: 8 on GPU, 1 on CPU)"
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="decoding processes per device (default 2)"
+        "--workers",
+        type=int,
+        help="DataLoader processes per device. On CPU each decodes and runs its own copy of the "
+        "model with one thread (default: one per core); on GPU they decode (default 4)",
     )
     parser.add_argument(
         "--devices",

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from detection.inference.writer import (
     iter_records,
     result_files,
 )
+from detection.models.checkpoint import read_checkpoint
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -59,8 +61,9 @@ class InspectConfig:
     checkpoint: str
     inputs: list[str]
     output: str
-    batch_size: int = 8
-    workers: int = 2  # DataLoader processes decoding images
+    batch_size: int | None = None  # images per model call; None: 8 on CUDA, 1 on CPU
+    # DataLoader processes; None: one per core on CPU (where they also run the model), else 4.
+    workers: int | None = None
     devices: int = 1  # processes (GPUs) on this node, one rank each
     num_nodes: int = 1
     node_rank: int = 0
@@ -118,8 +121,79 @@ class ImageFiles(Dataset):
         return {"path": path, "image": torch.from_numpy(array).permute(2, 0, 1), "error": None}
 
 
-def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolved_batch_size(config: InspectConfig, device: torch.device) -> int:
+    """config.batch_size, or the default for the device."""
+    if config.batch_size is not None:
+        return config.batch_size
+    # Single-threaded CPU workers ran the light model ~15% faster one image at a time than in
+    # batches of 4 (measured; see scripts/bench_inspect.py); GPUs need batches to be busy.
+    return 8 if device.type == "cuda" else 1
+
+
+def resolved_workers(config: InspectConfig, device: torch.device) -> int:
+    """config.workers, or the default for the device."""
+    if config.workers is not None:
+        return config.workers
+    cores = max(1, usable_cores() // config.devices)
+    return cores if device.type == "cpu" else min(4, cores)
+
+
+def _infer(
+    items: list[dict[str, Any]], detector: Detector, batch_size: int, drawn_dir: Path | None
+) -> dict[str, Any]:
+    """Predict the decodable items of a batch; draw failed ones into `drawn_dir` if given."""
+    good = [item for item in items if item["error"] is None]
+    bad = [{k: v for k, v in item.items() if k != "image"} for item in items if item["error"]]
+    try:
+        predictions = detector.predict_tensors(
+            [item["image"] for item in good], [item["path"] for item in good], batch_size
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise  # the device's fault, not the images': stop rather than mark them all bad
+    except Exception:  # noqa: BLE001 - find the image the model cannot take, keep the others
+        predictions, kept = [], []
+        for item in good:
+            try:
+                predictions += detector.predict_tensors([item["image"]], [item["path"]], 1)
+                kept.append(item)
+            except Exception as err:  # noqa: BLE001
+                message = f"model failed on this image ({type(err).__name__}: {err})"
+                bad.append({"path": item["path"], "error": message, "type": "InferenceError"})
+        good = kept
+    if drawn_dir is not None:
+        # Drawn before the line is written: a restart redraws an image, never misses one.
+        for item, prediction in zip(good, predictions, strict=True):
+            if not prediction.passed:
+                drawn = draw_prediction(item["image"].permute(1, 2, 0).numpy(), prediction)
+                save_image(drawn_dir / failed_image_name(item["path"]), drawn)
+    return {"predictions": predictions, "bad": bad}
+
+
+class Collate:
+    """Batches of decoded items; on CPU it also runs the detector, inside the DataLoader worker.
+
+    Detection models use cores far better as one single-threaded model per process than as one
+    model with many threads (small ops, many synchronisation points), so on CPU every worker
+    decodes *and* predicts; the main process only writes. A CUDA model stays in the main process.
+    """
+
+    def __init__(self, detector: Detector | None, batch_size: int, drawn_dir: Path | None) -> None:
+        self.detector = detector
+        self.batch_size = batch_size
+        self.drawn_dir = drawn_dir
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.detector is None:
+            return {"items": items}
+        return _infer(items, self.detector, self.batch_size, self.drawn_dir)
 
 
 def job_settings(config: InspectConfig, detector_thresholds: dict[str, float]) -> dict[str, Any]:
@@ -143,7 +217,7 @@ def claim_output(output: str | Path, settings: dict[str, Any]) -> None:
     output.mkdir(parents=True, exist_ok=True)
     path = output / JOB_FILE
     if not path.exists():
-        tmp = output / f".{JOB_FILE}.{os.getpid()}"
+        tmp = _temporary(path)
         tmp.write_text(json.dumps(settings, indent=2))
         try:
             os.link(tmp, path)  # atomic: of ranks or nodes starting together, one creates it
@@ -189,18 +263,25 @@ def run_rank(
         done = done_images(output)
         todo = [p for p in mine if p not in done]
         stats.todo = len(todo)
-        if not todo:
-            return stats
+        # Opening the writers also truncates a line torn by a kill in this rank's files.
         results = ShardedJsonlWriter(output / "results", rank, config.shard_lines, config.fsync)
         errors = JsonlAppender(error_file(output, rank), config.fsync)
+        if not todo:
+            results.close()
+            errors.close()
+            return stats
+        batch_size = resolved_batch_size(config, detector.device)
+        workers = resolved_workers(config, detector.device)
+        drawn_dir = output / FAILED_DIR if config.save_images else None
+        in_workers = detector.device.type == "cpu"
         loader = DataLoader(
             ImageFiles(todo, config.max_pixels),
-            batch_size=config.batch_size,
-            num_workers=config.workers,
-            collate_fn=_collate,
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=Collate(detector if in_workers else None, batch_size, drawn_dir),
             pin_memory=detector.device.type == "cuda",
             # Two batches in flight per worker keep the model fed without hoarding memory.
-            prefetch_factor=2 if config.workers > 0 else None,
+            prefetch_factor=2 if workers > 0 else None,
         )
         bar = tqdm(
             total=len(mine),
@@ -215,8 +296,10 @@ def run_rank(
         start = time.perf_counter()
         try:
             for batch in loader:
-                _inspect_batch(config, output, batch, detector, results, errors, stats)
-                bar.update(len(batch))
+                if "items" in batch:  # decoded only: predict here, on the GPU
+                    batch = _infer(batch["items"], detector, batch_size, drawn_dir)
+                _write_batch(batch, results, errors, stats)
+                bar.update(len(batch["predictions"]) + len(batch["bad"]))
                 bar.set_postfix(failed=stats.failed, errors=stats.errors, refresh=False)
         finally:
             stats.seconds = time.perf_counter() - start
@@ -226,29 +309,14 @@ def run_rank(
     return stats
 
 
-def _inspect_batch(
-    config: InspectConfig,
-    output: Path,
-    batch: list[dict[str, Any]],
-    detector: Detector,
-    results: ShardedJsonlWriter,
-    errors: JsonlAppender,
-    stats: RankStats,
+def _write_batch(
+    batch: dict[str, Any], results: ShardedJsonlWriter, errors: JsonlAppender, stats: RankStats
 ) -> None:
-    good = [item for item in batch if item["error"] is None]
-    bad = [item for item in batch if item["error"] is not None]
-    predictions = detector.predict_tensors(
-        [item["image"] for item in good], [item["path"] for item in good], config.batch_size
-    )
-    if config.save_images:
-        # Drawn before the line is written: a restart redraws an image, never misses one.
-        for item, prediction in zip(good, predictions, strict=True):
-            if not prediction.passed:
-                drawn = draw_prediction(item["image"].permute(1, 2, 0).numpy(), prediction)
-                save_image(output / FAILED_DIR / failed_image_name(item["path"]), drawn)
+    """Make a batch's lines durable, then count it."""
+    predictions, bad = batch["predictions"], batch["bad"]
     errors.write([{"image": b["path"], "error": b["error"], "type": b["type"]} for b in bad])
     results.write([p.to_record() for p in predictions])
-    stats.inspected += len(good)
+    stats.inspected += len(predictions)
     stats.failed += sum(not p.passed for p in predictions)
     stats.errors += len(bad)
 
@@ -278,7 +346,7 @@ def _rank_process(
         else:
             # CPU ranks share the machine's cores instead of each starting one thread per core.
             device = "cpu"
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.devices))
+            torch.set_num_threads(max(1, usable_cores() // config.devices))
         stats = run_rank(config, rank, inputs, make_detector(config, device))
         results.put(("ok", asdict(stats)))
     except BaseException as err:  # noqa: BLE001 - report any failure to the parent, then exit
@@ -318,9 +386,9 @@ def _run_spawned(config: InspectConfig, inputs: list[str]) -> list[RankStats]:
 
 
 def _check_config(config: InspectConfig) -> None:
-    if config.batch_size < 1:
+    if config.batch_size is not None and config.batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
-    if config.workers < 0:
+    if config.workers is not None and config.workers < 0:
         raise ValueError(f"workers must be >= 0, got {config.workers}")
     if config.devices < 1 or config.num_nodes < 1:
         raise ValueError("devices and num_nodes must be >= 1")
@@ -344,12 +412,10 @@ def run_inspect(config: InspectConfig, detector: Detector | None = None) -> dict
     if config.devices == 1:
         detector = detector or make_detector(config)
         claim_output(config.output, job_settings(config, detector.thresholds))
-        runs = [run_rank(config, config.node_rank, inputs, detector)]
+        runs = [run_rank(config, config.node_rank * config.devices, inputs, detector)]
     else:
         if detector is not None:
             raise ValueError("pass no detector with devices > 1: each rank loads its own")
-        from detection.models.checkpoint import read_checkpoint
-
         meta, _ = read_checkpoint(config.checkpoint)
         thresholds = dict(
             zip(meta.class_names, label_thresholds(meta, config.thresholds), strict=True)
@@ -359,8 +425,13 @@ def run_inspect(config: InspectConfig, detector: Detector | None = None) -> dict
     return summarize(config, inputs, runs, time.perf_counter() - start)
 
 
+def _temporary(path: Path) -> Path:
+    """A sibling temporary name no other process, on this machine or another, will use."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp = _temporary(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -488,7 +559,7 @@ def _csv_rows(record: dict[str, Any]) -> list[list[Any]]:
 
 
 def _write_csv(path: Path, rows: list[list[Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp = _temporary(path)
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
