@@ -274,3 +274,34 @@ def test_two_ranks_split_the_inputs_and_each_image_is_done_once(
             for r in iter_records(f)
         ]
         assert sorted(written) == shard_items(inputs, rank, 2)  # its own share, each once
+
+
+def test_an_image_the_model_fails_on_becomes_an_error_line(
+    tmp_path: Path,
+    square_checkpoint: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    images, _ = make_folder(tmp_path / "in", good=4, seed=3)
+    poisoned = images[1]
+    detector = Detector.from_checkpoint(square_checkpoint, device="cpu")
+    real = detector.predict_tensors
+
+    def predict_tensors(tensors, names=None, batch_size=None):  # noqa: ANN001, ANN202
+        if poisoned in (names or []):
+            raise RuntimeError("shape mismatch in roi_heads")
+        return real(tensors, names, batch_size)
+
+    monkeypatch.setattr(detector, "predict_tensors", predict_tensors)
+    config = InspectConfig(
+        checkpoint=str(square_checkpoint),
+        inputs=[*images],
+        output=str(tmp_path / "out"),
+        workers=0,
+        batch_size=4,
+        progress=False,
+    )
+    summary = run_inspect(config, detector=detector)
+    results, errors = all_records(tmp_path / "out")
+    assert sorted(r["image"] for r in results) == sorted(set(images) - {poisoned})
+    assert [(e["image"], e["type"]) for e in errors] == [(poisoned, "InferenceError")]
+    assert "shape mismatch" in errors[0]["error"] and summary["complete"]

@@ -180,9 +180,11 @@ def _infer(
 class Collate:
     """Batches of decoded items; on CPU it also runs the detector, inside the DataLoader worker.
 
-    Detection models use cores far better as one single-threaded model per process than as one
-    model with many threads (small ops, many synchronisation points), so on CPU every worker
-    decodes *and* predicts; the main process only writes. A CUDA model stays in the main process.
+    A detection model runs many small ops, each a synchronisation point for intra-op threads;
+    one single-threaded model per process has none, and does not collapse when cores are shared
+    (on a busy 2-core machine one model with 2 OpenMP threads ran 5-15x slower than with 1).
+    So on CPU every worker decodes *and* predicts, and the main process only writes. A CUDA
+    model stays in the main process, fed by workers that only decode.
     """
 
     def __init__(self, detector: Detector | None, batch_size: int, drawn_dir: Path | None) -> None:
