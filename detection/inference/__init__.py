@@ -1,14 +1,4 @@
-"""Inference: the Detector API, batch inspection jobs, tiling, drawing and TorchScript export."""
+"""Inference: Detector API (predictor), batch jobs (job, sources, writer), tiling, draw, export.
 
-from detection.inference.export import export_torchscript, load_torchscript
-from detection.inference.job import InspectConfig, run_inspect
-from detection.inference.predictor import Detector, Prediction
-
-__all__ = [
-    "Detector",
-    "InspectConfig",
-    "Prediction",
-    "export_torchscript",
-    "load_torchscript",
-    "run_inspect",
-]
+Nothing is imported here: `detection/__init__.py` exposes the public names lazily.
+"""
