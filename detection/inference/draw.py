@@ -57,6 +57,9 @@ def draw_prediction(
     """Draw a Prediction's detections, by default only those that fail the part."""
     keep = prediction.defects if defects_only else np.ones(len(prediction.scores), dtype=bool)
     indices = np.flatnonzero(keep)
+    indices = indices[
+        np.argsort(prediction.scores[indices], kind="stable")
+    ]  # best drawn last, on top
     captions = [f"{prediction.class_names[i]} {prediction.scores[i]:.2f}" for i in indices]
     return draw_boxes(
         image, prediction.boxes[indices], captions, prediction.labels[indices].tolist()
