@@ -32,6 +32,7 @@ _EXPORTS = {
     "InspectConfig": "detection.inference.job",
     "run_inspect": "detection.inference.job",
     "export_torchscript": "detection.inference.export",
+    "load_torchscript": "detection.inference.export",
     # data tools
     "read_image": "detection.data.image_io",
     "generate_dataset": "detection.data.synthetic",
@@ -73,7 +74,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from detection.errors import DetectionError, ImageReadError, InvalidInputError, WeightsError
     from detection.evaluation.coco import evaluate_coco
     from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
-    from detection.inference.export import export_torchscript
+    from detection.inference.export import export_torchscript, load_torchscript
     from detection.inference.job import InspectConfig, run_inspect
     from detection.inference.predictor import Detector, Prediction
     from detection.lightning_module import DetectionModule
