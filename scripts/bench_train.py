@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import copy
 import cProfile
+import importlib
 import io
 import json
 import math
@@ -59,13 +60,75 @@ from detection.models.faster_rcnn import build_model  # noqa: E402
 PATHS = ("plain", "trainer", "trainer_patched")
 
 
+class Parts:
+    """Wall time inside the work both paths must do each step: data, forward, backward, update.
+
+    Measured by light wrappers (no profiler), so a step's remaining time, its wall time less
+    these parts, is what the training loop itself costs: Lightning's hooks, logging, progress
+    bar and closures, or the plain loop's .item() calls.
+    """
+
+    NAMES = ("data", "forward", "backward", "zero_grad", "update")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.NAMES, 0.0)
+
+    def _timed(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[part] += time.perf_counter() - start
+
+        return timed
+
+    @contextlib.contextmanager
+    def measure(self, model: torch.nn.Module) -> Iterator[None]:
+        """Time the parts while the block trains ``model``."""
+        iterator = torch.utils.data.dataloader._BaseDataLoaderIter
+        sgd_module = importlib.import_module("torch.optim.sgd")  # torch.optim hides the name
+        saved = [
+            (iterator, "__next__", iterator.__next__),
+            (torch.Tensor, "backward", torch.Tensor.backward),
+            (torch.optim.Optimizer, "zero_grad", torch.optim.Optimizer.zero_grad),
+            # SGD.step runs Lightning's closure (forward and backward); sgd() is the update.
+            (sgd_module, "sgd", sgd_module.sgd),
+        ]
+        for (owner, attr, fn), part in zip(
+            saved, ("data", "backward", "zero_grad", "update"), strict=True
+        ):
+            setattr(owner, attr, self._timed(part, fn))
+        started: list[float] = []
+
+        def pre_hook(*_: Any) -> None:
+            started.append(time.perf_counter())
+
+        def post_hook(*_: Any) -> None:
+            self.seconds["forward"] += time.perf_counter() - started.pop()
+
+        handles = [
+            model.register_forward_pre_hook(pre_hook),
+            model.register_forward_hook(post_hook),
+        ]
+        try:
+            yield
+        finally:
+            for owner, attr, fn in saved:
+                setattr(owner, attr, fn)
+            for handle in handles:
+                handle.remove()
+
+
 class StepClock:
-    """Wall and CPU time at the end of every optimizer step, and the loss of each step."""
+    """Wall and CPU time at the end of every optimizer step, the loss, and the parts so far."""
 
     def __init__(self) -> None:
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.loss: list[float | torch.Tensor] = []
+        self.parts = Parts()
+        self.part_marks: list[dict[str, float]] = []
         self.log_ms_per_step: float | None = None  # host time in self.log (Trainer paths)
         self.log_calls_per_step: float | None = None
 
@@ -74,18 +137,27 @@ class StepClock:
         self.wall.append(time.perf_counter())
         self.cpu.append(time.process_time())
         self.loss.append(loss)
+        self.part_marks.append(dict(self.parts.seconds))
 
-    def figures(self, warmup: int, batch_size: int) -> dict[str, float]:
-        """Images/s and CPU seconds per image over the steps after ``warmup``."""
+    def figures(self, warmup: int, batch_size: int) -> dict[str, Any]:
+        """Images/s, CPU seconds per image and ms per step in each part, after ``warmup``."""
         steps = len(self.wall) - 1 - warmup
         images = steps * batch_size
         wall = self.wall[-1] - self.wall[warmup]
         cpu = self.cpu[-1] - self.cpu[warmup]
+        parts = {
+            name: 1000 * (self.part_marks[-1][name] - self.part_marks[warmup][name]) / steps
+            for name in Parts.NAMES
+        }
+        step_ms = 1000 * wall / steps
         return {
             "images_per_s": images / wall,
             "cpu_s_per_image": cpu / images,
             "wall_s": wall,
             "steps": steps,
+            "step_ms": step_ms,
+            "parts_ms_per_step": parts,
+            "loop_overhead_ms_per_step": step_ms - sum(parts.values()),
         }
 
 
@@ -189,6 +261,23 @@ def run_plain(args: argparse.Namespace, init: dict[str, torch.Tensor], seed: int
     data.setup("fit")
     loader = seeded_loader(data, seed)()
     clock = StepClock()
+    with clock.parts.measure(model):
+        train_plain(args, model, loader, data, optimizer, scheduler, params, clock, total)
+    return clock
+
+
+def train_plain(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    loader: DataLoader,
+    data: CocoDataModule,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    params: list[torch.nn.Parameter],
+    clock: StepClock,
+    total: int,
+) -> None:
+    """The loop body of torchvision references' train_one_epoch, for ``total`` steps."""
     meter: dict[str, float] = {}
     for batch in loader:
         images, targets = data.on_after_batch_transfer(batch, 0)
@@ -208,7 +297,6 @@ def run_plain(args: argparse.Namespace, init: dict[str, torch.Tensor], seed: int
         clock.tick(loss_value)
         if len(clock.wall) == total:
             break
-    return clock
 
 
 class LogTimer:
@@ -279,7 +367,7 @@ def run_trainer(
             ],
         )
         timer = LogTimer()
-        with profiling(profile), timer.wrap():
+        with profiling(profile), timer.wrap(), clock.parts.measure(module.model):
             trainer.fit(module, datamodule=data)
     clock.log_ms_per_step = 1000 * timer.seconds / len(clock.wall)
     clock.log_calls_per_step = timer.calls / len(clock.wall)
@@ -408,8 +496,19 @@ def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     for path, reps in results.items():
         out[path] = {
             key: statistics.median(r[key] for r in reps)
-            for key in ("images_per_s", "cpu_s_per_image", "wall_s", "log_ms_per_step")
+            for key in (
+                "images_per_s",
+                "cpu_s_per_image",
+                "wall_s",
+                "step_ms",
+                "loop_overhead_ms_per_step",
+                "log_ms_per_step",
+            )
             if key in reps[0]
+        }
+        out[path]["parts_ms_per_step"] = {
+            name: statistics.median(r["parts_ms_per_step"][name] for r in reps)
+            for name in Parts.NAMES
         }
         out[path]["images_per_s_all"] = [round(r["images_per_s"], 3) for r in reps]
     plain = out["plain"]["images_per_s"]
@@ -425,6 +524,12 @@ def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
         out[path]["median_pairwise_ratio"] = statistics.median(pairs)
         out[path]["pairwise_ratios"] = [round(p, 4) for p in pairs]
         out[path]["cpu_ratio"] = out["plain"]["cpu_s_per_image"] / out[path]["cpu_s_per_image"]
+        # The same work with each loop's own overhead: the ratio without the other tenants'
+        # noise in the work itself (which both paths share).
+        work = sum(out["plain"]["parts_ms_per_step"].values())
+        out[path]["ratio_from_overhead"] = (work + out["plain"]["loop_overhead_ms_per_step"]) / (
+            work + out[path]["loop_overhead_ms_per_step"]
+        )
     return out
 
 
@@ -491,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
             first_losses.setdefault(path, [round(float(v), 5) for v in clock.loss[:3]])
             print(
                 f"rep {rep} {path:16s} {fig['images_per_s']:7.2f} img/s  "
-                f"{1000 * fig['cpu_s_per_image']:7.1f} ms CPU/img  load {os.getloadavg()[0]:.2f}"
+                f"{1000 * fig['cpu_s_per_image']:7.1f} ms CPU/img  "
+                f"loop overhead {fig['loop_overhead_ms_per_step']:6.1f} of {fig['step_ms']:6.0f} ms/step  "
+                f"load {os.getloadavg()[0]:.2f}"
                 + (
                     f"  self.log {fig['log_ms_per_step']:.2f} ms/step"
                     if "log_ms_per_step" in fig
@@ -581,12 +688,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths if summary else []:
         s = summary[path]
         line = f"{path:16s} median {s['images_per_s']:7.2f} img/s  {1000 * s['cpu_s_per_image']:7.1f} ms CPU/img"
+        line += f"  loop overhead {s['loop_overhead_ms_per_step']:.1f} ms/step"
         if "log_ms_per_step" in s:
             line += f"  self.log {s['log_ms_per_step']:.2f} ms/step"
         if path != "plain":
             line += (
                 f"  ratio {s['ratio_of_medians']:.3f} (pairwise median {s['median_pairwise_ratio']:.3f},"
-                f" CPU {s['cpu_ratio']:.3f})"
+                f" CPU {s['cpu_ratio']:.3f}, from overheads {s['ratio_from_overhead']:.3f})"
             )
         print(line)
     print(
