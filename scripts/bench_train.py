@@ -16,10 +16,17 @@ checkpointing, model summary and the CLI's LearningRateMonitor; log_every_n_step
 configs/cpu_quick.yaml. Only steady-state steps are timed (after --warmup steps, from one
 optimizer step's end to another's), so the one-time costs of fit (summary, checkpoint at the
 end) are left out of both. Repetitions alternate A, B, A, B on a shared machine; the figures
-are medians, with CPU time (time.process_time, all threads) per image beside wall time.
+are medians, with CPU time (time.process_time, all threads) per image beside wall time. The
+first losses of both paths are compared (same_work): equal losses mean equal work.
+
+Other tenants' load swings a repetition's speed by far more than the loops differ, so the
+work both loops share (data, forward, backward, zero_grad, SGD update) is timed inside each
+step too; a step's wall time less that work is the loop's own overhead, and
+ratio_from_overhead = (work + plain overhead) / (work + Trainer overhead) is the ratio with
+the shared noise taken out.
 
 --patched adds a third path, the Trainer with the fix proposed for DetectionModule, applied
-by monkeypatching (see PATCHES); --profile adds a cProfile of one Trainer repetition.
+by monkeypatching (see PATCHES); --profile adds a cProfile of one run of each path.
 """
 
 from __future__ import annotations
