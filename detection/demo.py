@@ -95,6 +95,26 @@ def load_recipe(
     return recipe
 
 
+def describe_training(recipe: dict[str, Any], device: str) -> str:
+    """One line naming the model and the settings that decide training time and accuracy."""
+    import torch
+
+    model, trainer, data = recipe["model"], recipe["trainer"], recipe["data"]
+    threads = f", {torch.get_num_threads()} threads" if device == "cpu" else ""
+    length = (
+        f"{trainer['max_steps']} steps"
+        if trainer.get("max_steps", -1) not in (None, -1)
+        else f"{trainer.get('max_epochs')} epochs"
+    )
+    weights = model.get("weights") or model.get("weights_backbone")
+    start = f"weights {weights}" if weights else "random init"
+    return (
+        f"{model.get('model_name')} from {start} at {model.get('min_size')} px, "
+        f"{model.get('optimizer', 'sgd')} lr {model.get('lr')}, batch {data.get('batch_size')}, "
+        f"{length}, on {device}{threads}, precision {trainer.get('precision', '32')}"
+    )
+
+
 def _claim(out: Path, recipe: dict[str, Any]) -> None:
     """Record the recipe in OUT/recipe.yaml, or check that a re-run uses the same one."""
     path = out / "recipe.yaml"
@@ -381,6 +401,7 @@ def key_figures(
     model = recipe["model"]
     return {
         "model": model.get("model_name"),
+        "settings": describe_training(recipe, device),
         "device": device,
         "threads": torch.get_num_threads() if device == "cpu" else None,
         "precision": str(recipe["trainer"].get("precision", "32")),
@@ -426,16 +447,13 @@ def write_summary(
 ) -> Path:
     """OUT/report/README.md: model, settings, times per stage, headline metrics, files."""
     test, level = figures["test"], report["image_level"]
-    model_args = figures["input_size"]
     lines = [
         "# detection demo report",
         "",
-        f"Model **{figures['model']}** (torchvision Faster R-CNN, random initialisation), "
-        f"input {model_args[0]}-{model_args[1]} px, on **{figures['device']}**"
-        + (f" (torch threads: {figures['threads']})" if figures["threads"] else "")
-        + f", precision {figures['precision']}; trained {figures['epochs']} epochs / "
-        f"{figures['steps']} steps on {figures['images']['train']} synthetic images "
-        f"(val {figures['images']['val']}, test {figures['images']['test']}). "
+        f"Model **{figures['model']}** (a torchvision Faster R-CNN): {figures['settings']}. "
+        f"Trained {figures['epochs']} epochs / {figures['steps']} steps on "
+        f"{figures['images']['train']} synthetic images (val {figures['images']['val']}, "
+        f"test {figures['images']['test']}). "
         f"Every setting: `{out / 'recipe.yaml'}`.",
         "",
         f"## Held-out test split ({level['images']} images, checkpoint {figures['best_checkpoint']})",
@@ -523,11 +541,9 @@ def run_demo(
         timings.reused("train")
     else:
         resuming = (out / "checkpoints" / "last.ckpt").exists()
-        log(
-            f"[2/5] train: {recipe['model'].get('model_name')} on {device}, precision "
-            f"{recipe['trainer'].get('precision')}"
-            + (" (resuming from last.ckpt)" if resuming else "")
-        )
+        log(f"[2/5] train: {describe_training(recipe, device)}")
+        if resuming:
+            log(f"      resuming from {out / 'checkpoints' / 'last.ckpt'}")
         with timings.stage("train"):
             best = train(out, recipe, data, progress)
         training = finished_training(out) or {}
