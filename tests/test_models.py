@@ -115,3 +115,17 @@ def test_weight_files_cannot_run_code(tmp_path: Path) -> None:
 def test_missing_weight_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="nothere.pth: weights file not found"):
         build_model("fasterrcnn_resnet18_fpn", 3, weights=str(tmp_path / "nothere.pth"), **SMALL)
+
+
+def test_local_imagenet_backbone_file_loads_like_downloaded_weights(tmp_path: Path) -> None:
+    import torchvision
+
+    classifier = torchvision.models.resnet18()
+    pth = tmp_path / "resnet18.pth"
+    torch.save(classifier.state_dict(), pth)  # an ImageNet classifier file: has fc.* too
+    body = build_model(
+        "fasterrcnn_resnet18_fpn", 3, weights_backbone=str(pth), **SMALL
+    ).backbone.body
+    assert torch.equal(body.conv1.weight, classifier.conv1.weight)
+    assert type(body.bn1).__name__ == "FrozenBatchNorm2d"
+    assert not body.conv1.weight.requires_grad and body.layer4[0].conv1.weight.requires_grad

@@ -164,6 +164,35 @@ def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str
         log.info("%s: re-initialised %d layers of another shape: %s", source, len(skipped), skipped)
 
 
+def _frozen_batch_norms(module: nn.Module) -> nn.Module:
+    """BatchNorm2d layers replaced by FrozenBatchNorm2d with the same statistics."""
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = misc_nn_ops.FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(frozen, name).copy_(getattr(module, name).detach())
+        return frozen
+    for name, child in module.named_children():
+        setattr(module, name, _frozen_batch_norms(child))
+    return module
+
+
+def _as_pretrained(body: nn.Module, trainable_layers: int | None) -> None:
+    """Treat a ResNet body loaded from a local file as torchvision treats downloaded weights.
+
+    torchvision freezes batch norms and the early stages only when it loads the backbone
+    weights itself; built without them, every layer trains with batch statistics of a few
+    images. Same stages as torchvision's _resnet_fpn_extractor (default 3 trainable).
+    """
+    layers = 3 if trainable_layers is None else trainable_layers
+    if not 0 <= layers <= 5:
+        raise WeightsError(f"trainable_backbone_layers must be 0..5, got {layers}")
+    _frozen_batch_norms(body)
+    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:layers]
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(layer) for layer in trained):
+            parameter.requires_grad_(False)
+
+
 def build_model(
     name: str = "fasterrcnn_resnet50_fpn",
     num_classes: int = 91,
@@ -213,8 +242,12 @@ def build_model(
         in_features = model.roi_heads.box_predictor.cls_score.in_features
         model.roi_heads.box_predictor = FastRCNNPredictor(in_features, total)
     if backbone_local is not None:
+        # An ImageNet classifier file also holds fc.*, which the detection backbone drops.
         state = load_state_dict_file(backbone_local)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         _load_matching(model.backbone.body, state, str(backbone_local))
+        if "resnet" in name:  # the MobileNet bodies name their stages otherwise
+            _as_pretrained(model.backbone.body, trainable_backbone_layers)
     if local is not None:
         _load_matching(model, load_state_dict_file(local), str(local))
     return model
