@@ -243,7 +243,9 @@ def train(out: Path, recipe: dict[str, Any], data: dict[str, Path], progress: bo
         # On 2 cores the demo loads its small images in the main process on purpose.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    best = Path(checkpoint.best_model_path or last)
+    if not best.is_file():  # a resumed run remembers a best checkpoint that was deleted since
+        best = last
     if not best.is_file():
         raise DetectionError(f"training wrote no checkpoint into {checkpoints}")
     finished = {

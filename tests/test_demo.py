@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from detection.cli import main
@@ -58,6 +59,19 @@ def test_demo_rerun_reuses_data_and_training(demo_run: Path, capsys: pytest.Capt
     timings = json.loads((demo_run / "timings.json").read_text())
     assert timings["data"]["reused"] and timings["train"]["reused"]
     assert timings["train"]["wall_s"] is not None  # the first run's time is kept
+
+
+def test_demo_resumes_unfinished_training_from_last_ckpt(
+    demo_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    last = demo_run / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    (demo_run / "checkpoints" / "training.json").unlink()  # as if interrupted before the end
+    assert main(["demo", "--out", str(demo_run), *TINY]) == 0
+    assert f"resuming from {last}" in capsys.readouterr().out
+    finished = json.loads((demo_run / "checkpoints" / "training.json").read_text())
+    assert finished["global_step"] == step  # continued where it stopped, did not start over
+    assert (demo_run / "checkpoints" / finished["best"]).is_file()
 
 
 def test_demo_refuses_other_settings_in_the_same_folder(
