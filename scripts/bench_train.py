@@ -25,8 +25,7 @@ step too; a step's wall time less that work is the loop's own overhead, and
 ratio_from_overhead = (work + plain overhead) / (work + Trainer overhead) is the ratio with
 the shared noise taken out.
 
---patched adds a third path, the Trainer with the fix proposed for DetectionModule, applied
-by monkeypatching (see PATCHES); --profile adds a cProfile of one run of each path.
+--profile adds a cProfile of one run of each path.
 """
 
 from __future__ import annotations
@@ -60,11 +59,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from detection.data.datamodule import CocoDataModule  # noqa: E402
 from detection.data.synthetic import generate_dataset  # noqa: E402
-from detection.lightning_module import DetectionModule, as_float_images  # noqa: E402
+from detection.lightning_module import DetectionModule  # noqa: E402
 from detection.lr_schedule import lr_factor  # noqa: E402
 from detection.models.faster_rcnn import build_model  # noqa: E402
 
-PATHS = ("plain", "trainer", "trainer_patched")
+PATHS = ("plain", "trainer")
 
 
 class Parts:
@@ -394,52 +393,6 @@ def profiling(profile: cProfile.Profile | None) -> Iterator[None]:
         profile.disable()
 
 
-# ------------------------------------------------------------------------------ the fix
-
-# The fix proposed for DetectionModule.training_step, measured here before anyone edits it:
-# each self.log costs about a millisecond of host time (Lightning moves its metric state with
-# Module.to on every call), and Lightning writes step metrics only every log_every_n_steps,
-# dropping the values in between. So the total is logged every step (the progress bar shows it)
-# and the four loss terms only on the steps that are written: the same logs, fewer calls.
-PATCHES: dict[str, Callable[..., Any]] = {}
-
-
-def patched_training_step(self: DetectionModule, batch: Any, batch_idx: int) -> Any:
-    """training_step as proposed in the report's diff."""
-    images, targets = batch
-    targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-    loss_dict = self.model(as_float_images(images), targets)
-    loss = sum(loss_dict.values())
-    # All ranks must agree to skip, or DDP would wait forever for the skipped gradients.
-    finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
-    if not finite:
-        return self._skip_nonfinite(loss_dict)
-    self.nonfinite_in_a_row = 0
-    batch_size = len(images)
-    self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-    every = self.trainer.log_every_n_steps
-    if every and (self.global_step + 1) % every == 0:
-        for name, value in loss_dict.items():
-            self.log(f"train/{name}", value, batch_size=batch_size)
-    return loss
-
-
-PATCHES["training_step"] = patched_training_step
-
-
-@contextlib.contextmanager
-def patched() -> Iterator[None]:
-    """DetectionModule with PATCHES applied, restored afterwards."""
-    saved = {name: getattr(DetectionModule, name) for name in PATCHES}
-    for name, fn in PATCHES.items():
-        setattr(DetectionModule, name, fn)
-    try:
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(DetectionModule, name, fn)
-
-
 # ------------------------------------------------------------------------------ main
 
 
@@ -555,7 +508,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7, help="repetitions of each path")
     parser.add_argument("--clip", type=float, default=0.0, help="gradient clipping, both paths")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--patched", action="store_true", help="also time the proposed fix")
     parser.add_argument("--profile", action="store_true", help="cProfile one Trainer run")
     parser.add_argument("--data", type=Path, help="generated data folder (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=Path("results/bench_train.json"))
@@ -580,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         build_model(args.model, args.num_classes, **model_kwargs(args)).state_dict()
     )
 
-    paths = ["plain", "trainer"] + (["trainer_patched"] if args.patched else [])
+    paths = list(PATHS)
     results: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
     first_losses: dict[str, list[float]] = {}
     load_before = os.getloadavg()
@@ -588,13 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for path in paths:
             seed = 1000 + rep
-            if path == "plain":
-                clock = run_plain(args, init, seed)
-            elif path == "trainer":
-                clock = run_trainer(args, init, seed)
-            else:
-                with patched():
-                    clock = run_trainer(args, init, seed)
+            run = run_plain if path == "plain" else run_trainer
+            clock = run(args, init, seed)
             fig = clock.figures(args.warmup, args.batch_size)
             if clock.log_ms_per_step is not None:
                 fig["log_ms_per_step"] = clock.log_ms_per_step

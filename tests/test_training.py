@@ -57,12 +57,27 @@ def fit_args(data: dict[str, Path], root: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def logged_steps(root: Path) -> list[int]:
-    steps = []
+LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
+
+
+def logged_rows(root: Path) -> list[dict[str, str]]:
+    """The metrics.csv rows of training steps (those with train/loss), by step."""
+    rows = []
     for path in root.glob("lightning_logs/version_*/metrics.csv"):
         with path.open() as f:
-            steps += [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
-    return sorted(steps)
+            rows += [row for row in csv.DictReader(f) if row.get("train/loss")]
+    return sorted(rows, key=lambda row: int(row["step"]))
+
+
+def logged_steps(root: Path) -> list[int]:
+    return [int(row["step"]) for row in logged_rows(root)]
+
+
+def assert_loss_terms_on_every_logged_step(root: Path) -> None:
+    rows = logged_rows(root)
+    assert rows
+    for row in rows:
+        assert all(row.get(f"train/{term}") for term in LOSS_TERMS), row
 
 
 def test_fit_writes_checkpoint_and_resume_continues_from_its_step(
@@ -80,13 +95,17 @@ def test_fit_writes_checkpoint_and_resume_continues_from_its_step(
     assert torch.load(last, weights_only=True)["global_step"] == 3
     model, _ = load_model(last)  # rebuilds without the package's training code
     assert not model.training and state
+    assert logged_steps(first) == [0, 1, 2]
+    assert_loss_terms_on_every_logged_step(first)
 
     second = tmp_path / "second"
-    resumed = fit_args(tiny_data, second, "--trainer.max_steps=5", f"--ckpt_path={last}")
+    resumed = fit_args(tiny_data, second, "--trainer.max_steps=5", f"--ckpt_path={last}",
+                       "--trainer.log_every_n_steps=2")  # fmt: skip
     assert main(resumed) == 0
-    steps = logged_steps(second)
-    # Lightning logs step = global_step - 1 for training metrics: steps 3 and 4 are new, 0-2 not.
-    assert steps and min(steps) >= 3, steps
+    # Steps 3 and 4 are new, 0-2 not; with log_every_n_steps 2 the logger keeps step 3 (its
+    # 4th batch), and the loss terms, logged only on kept steps, are there.
+    assert logged_steps(second) == [3]
+    assert_loss_terms_on_every_logged_step(second)
     assert torch.load(next(second.rglob("last.ckpt")), weights_only=True)["global_step"] == 5
 
     # `detection test` scores the checkpoint on a held-out split and writes the full report.
