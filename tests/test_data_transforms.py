@@ -144,7 +144,7 @@ def test_augmented_boxes_stay_valid_and_inside_the_image(sample, min_visibility)
 
 
 @settings(max_examples=80, deadline=None)
-@given(samples(), st.floats(0.0, 0.9), st.booleans(), st.booleans())
+@given(samples(), st.just(0.0) | st.floats(0.0, 0.9), st.booleans(), st.booleans())
 def test_fast_path_matches_albumentations_compose(sample, min_visibility, each, gray):
     height, width, boxes, seed = sample
     labels = np.arange(1, len(boxes) + 1) * 10

@@ -371,13 +371,22 @@ class CocoDetection(Dataset):
         return self.image_root / str(self._file_names[index])
 
     @property
-    def keeps_gray(self) -> bool:
-        """Whether grayscale files stay 1-channel: the transforms are all channel-blind."""
-        # Worked out from the current transforms, which users may replace after construction.
-        transforms = self.transforms
-        return transforms is None or (
+    def transforms(self) -> Transform | None:
+        """The augmentation applied to every sample; may be replaced after construction."""
+        return self._transforms
+
+    @transforms.setter
+    def transforms(self, transforms: Transform | None) -> None:
+        self._transforms = transforms
+        # Worked out once here rather than per sample: it walks the whole pipeline.
+        self._keeps_gray = transforms is None or (
             isinstance(transforms, A.BaseCompose) and keeps_gray(transforms)
         )
+
+    @property
+    def keeps_gray(self) -> bool:
+        """Whether grayscale files stay 1-channel: the transforms are all channel-blind."""
+        return self._keeps_gray
 
     @property
     def ground_truth(self) -> dict[str, Any]:

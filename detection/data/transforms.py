@@ -194,13 +194,14 @@ def apply_transforms(
     rows[:, 0:4:2] = boxes[:, 0:4:2] / width
     rows[:, 1:4:2] = boxes[:, 1:4:2] / height
     rows[:, 4] = np.arange(len(boxes))
-    if not _inside(rows, height, width):
+    inside = _inside(rows, height, width)
+    if not inside:
         rows = _filter(rows, height, width, None)
     data: dict[str, Any] = {"image": image, "bboxes": rows}
     # albumentations filters after every transform and once more at the end. A filter on boxes
     # it has just filtered only drops those left without area, and a third changes nothing:
     # `state` counts the filters since the boxes last moved (0, 1, 2 = settled).
-    state = 0
+    state = 2 if inside and _lenient(params) else 0
     each = params.check_each_transform
     for transform in compose.transforms:
         before, shape = data["bboxes"], data["image"].shape[:2]
@@ -228,6 +229,10 @@ def _settle(
     """One more albumentations filter on boxes that have had ``state`` filters since they moved."""
     rows = rows.reshape(-1, 5)
     if state == 0:
+        if _lenient(params) and _inside(rows, *image.shape[:2]):
+            # Both filters keep every box that lies inside the image with an area (a flip's
+            # result, say): checking that is a third of the work of filtering.
+            return rows, 2
         return _filter(rows, *image.shape[:2], params), 1
     if state == 1 and len(rows):
         # Boxes are inside the image now: only their area and visibility can still fail.
@@ -236,6 +241,17 @@ def _settle(
         keep = (area >= 1e-7) & (area / (area + 1e-7) >= params.min_visibility)
         return rows[keep], 2
     return rows, 2
+
+
+def _lenient(params: A.BboxParams) -> bool:
+    """True when the filters drop only boxes without area (no minimum size or visibility)."""
+    return (
+        params.min_visibility <= 0.0
+        and params.min_area <= 0.0
+        and params.min_width <= 0.0
+        and params.min_height <= 0.0
+        and params.max_accept_ratio is None
+    )
 
 
 def _inside(rows: np.ndarray, height: int, width: int) -> bool:
