@@ -6,8 +6,8 @@ Both paths train the same Faster R-CNN (same architecture and initial weights), 
 optimizer and warmup schedule (SGD momentum 0.9, weight decay 1e-4, LambdaLR from
 detection.lr_schedule), on the same batches: each builds its loader with
 CocoDataModule.train_dataloader() (generated data, same seed, so the same images in the same
-order with the same augmentation) and turns uint8 images into float with the data module's
-on_after_batch_transfer, as the Trainer does. The plain loop is torchvision's
+order with the same augmentation) and finishes each batch with the data module's
+finish_batch (uint8 to float, device transforms), as the Trainer does. The plain loop is torchvision's
 references/detection train_one_epoch: forward, backward, step, a loss.item() finiteness check
 and every loss term read with .item() for its metric logger.
 
@@ -286,7 +286,7 @@ def train_plain(
     """The loop body of torchvision references' train_one_epoch, for ``total`` steps."""
     meter: dict[str, float] = {}
     for batch in loader:
-        images, targets = data.on_after_batch_transfer(batch, 0)
+        images, targets = data.finish_batch(batch, augment=True)  # as the Trainer does
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
         loss_dict = model(images, targets)
         losses = sum(loss_dict.values())

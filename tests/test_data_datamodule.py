@@ -169,6 +169,17 @@ class _TinyModel(L.LightningModule):
 def test_under_a_trainer(splits):
     dm = _dm(splits)
     model = _TinyModel()
+    jittered: list[int] = []
+    device_transforms = dm.device_transforms
+
+    class Spy:
+        set_random_seed = device_transforms.set_random_seed
+
+        def __call__(self, images):
+            jittered.append(len(images))
+            return device_transforms(images)
+
+    dm.device_transforms = Spy()
     trainer = L.Trainer(
         max_epochs=2,
         accelerator="cpu",
@@ -183,6 +194,7 @@ def test_under_a_trainer(splits):
     train_seen = [i for i in model.seen if i > 0]
     assert sorted(train_seen) == sorted(list(range(1, 9)) * 2)
     assert sorted(-i for i in model.seen if i < 0) == sorted(list(range(1, 5)) * 2)
+    assert sum(jittered) == 16  # the device transforms saw every training image, no val image
 
 
 def test_gray_files_travel_as_one_channel_and_arrive_as_rgb(tmp_path):

@@ -17,8 +17,13 @@ from detection.data.transforms import (
 )
 from detection.errors import InvalidInputError
 
-GEOMETRIC_SPEC = [
+FLIP_AND_JITTER = [
     *DEFAULT_TRAIN_TRANSFORMS,
+    {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5},
+]
+
+GEOMETRIC_SPEC = [
+    *FLIP_AND_JITTER,
     {"name": "RandomScale", "scale_limit": [-0.5, 0.5], "p": 0.5},
     {"name": "Affine", "rotate": [-30, 30], "translate_percent": [-0.2, 0.2], "p": 0.5},
     {"name": "OneOf", "transforms": [{"name": "VerticalFlip"}, {"name": "Transpose"}], "p": 0.5},
@@ -34,7 +39,7 @@ def test_none_or_empty_spec_means_no_transforms():
 
 
 def test_spec_builds_a_bbox_safe_compose():
-    compose = build_transforms(DEFAULT_TRAIN_TRANSFORMS, train=True, min_visibility=0.3)
+    compose = build_transforms(FLIP_AND_JITTER, train=True, min_visibility=0.3)
     assert isinstance(compose, A.Compose)
     assert [type(t).__name__ for t in compose.transforms] == [
         "HorizontalFlip",
@@ -94,8 +99,8 @@ def test_eval_refuses_transforms_that_move_pixels():
 def test_seed_makes_augmentation_reproducible():
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     boxes, labels = np.array([[2, 2, 20, 20]], np.float32), np.array([1])
-    a = build_transforms(DEFAULT_TRAIN_TRANSFORMS, train=True, seed=3)
-    b = build_transforms(DEFAULT_TRAIN_TRANSFORMS, train=True, seed=3)
+    a = build_transforms(FLIP_AND_JITTER, train=True, seed=3)
+    b = build_transforms(FLIP_AND_JITTER, train=True, seed=3)
     for _ in range(5):
         out_a = a(image=image, bboxes=boxes, labels=labels)
         out_b = b(image=image, bboxes=boxes, labels=labels)
@@ -173,7 +178,7 @@ def test_fast_path_matches_albumentations_compose(sample, min_visibility, each, 
 
 
 def test_keeps_gray_only_for_channel_blind_transforms():
-    assert keeps_gray(build_transforms(DEFAULT_TRAIN_TRANSFORMS, train=True))
+    assert keeps_gray(build_transforms(FLIP_AND_JITTER, train=True))
     assert keeps_gray(build_transforms(GEOMETRIC_SPEC, train=True))
     assert not keeps_gray(build_transforms([{"name": "HueSaturationValue"}], train=True))
     assert not keeps_gray(

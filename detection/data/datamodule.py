@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, get_worker_info
 
 from detection.data.coco import CocoDetection, load_coco_json, read_categories, to_float_image
+from detection.data.device_transforms import DEFAULT_DEVICE_TRANSFORMS, build_device_transforms
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
 from detection.errors import InvalidInputError
@@ -57,8 +58,13 @@ class CocoDataModule(L.LightningDataModule):
     With ``uint8_images`` (the default) the loaders carry uint8 [C,H,W] images, C = 1 for
     grayscale files: 4 to 12 times fewer bytes through worker shared memory, pinned memory
     and the host-to-device copy. ``on_after_batch_transfer`` turns them into float [3,H,W]
-    in 0..1 on the device: a model under a Trainer sees float RGB images either way. Code that iterates the loaders itself calls
-    ``datamodule.on_after_batch_transfer(batch, 0)`` or sets ``uint8_images=False``.
+    in 0..1 on the device: a model under a Trainer sees float RGB images either way.
+
+    ``train_transforms`` (albumentations, in the data workers: flips, crops, anything that
+    moves boxes) and ``device_transforms`` (pixel-value jitter on the device, on training
+    batches; see detection.data.device_transforms) are YAML-style lists. Code that iterates
+    the loaders itself calls ``datamodule.finish_batch(batch, augment=is_training_batch)``
+    after moving each batch, or sets ``uint8_images=False`` and ``device_transforms=None``.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class CocoDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         train_transforms: list[dict[str, Any]] | None = DEFAULT_TRAIN_TRANSFORMS,
         eval_transforms: list[dict[str, Any]] | None = None,
+        device_transforms: list[dict[str, Any]] | None = DEFAULT_DEVICE_TRANSFORMS,
         min_visibility: float = 0.0,
         aspect_ratio_group_factor: int = 3,
         drop_images_without_annotations: bool = False,
@@ -123,6 +130,7 @@ class CocoDataModule(L.LightningDataModule):
         self.eval_transforms = build_transforms(
             eval_transforms, train=False, min_visibility=min_visibility
         )
+        self.device_transforms = build_device_transforms(device_transforms)
         self.datasets: dict[str, CocoDetection] = {}
         self._categories: tuple[list[int], list[str], Path] | None = None
 
@@ -222,22 +230,34 @@ class CocoDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------------------- loaders
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turn uint8 images into float 0..1 once they are on the device."""
+        """Under a Trainer: finish_batch, with the device transforms on training batches."""
+        training = self.trainer is not None and bool(self.trainer.training)
+        return self.finish_batch(batch, augment=training)
+
+    def finish_batch(self, batch: Any, augment: bool = False) -> Any:
+        """What a batch needs once on the device: uint8 images to float RGB in 0..1 and, with
+        ``augment`` (training batches), the device transforms. Loops without a Trainer call it.
+        """
         if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], list):
             images, targets = batch
-            return [to_float_image(image) for image in images], targets
+            images = [to_float_image(image) for image in images]
+            if augment and self.device_transforms is not None:
+                images = self.device_transforms(images)
+            return images, targets
         return batch
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, aspect-ratio grouped batches; sharded across ranks under DDP."""
         dataset = self._dataset("train")
         rank = self._rank()
+        # Augmentation in this process (the device transforms, and the dataset's without
+        # workers) draws from streams seeded from torch's (seed_everything), one per rank.
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        dataset_seed, device_seed = np.random.SeedSequence([seed, rank]).generate_state(2)
         if self.num_workers == 0 and dataset.transforms is not None:
-            # Without workers the main process augments: seed it from torch (seed_everything).
-            seed = int(torch.randint(0, 2**31 - 1, ()).item())
-            dataset.transforms.set_random_seed(
-                int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
-            )
+            dataset.transforms.set_random_seed(int(dataset_seed))
+        if self.device_transforms is not None:
+            self.device_transforms.set_random_seed(int(device_seed))
         sampler = self._train_sampler(dataset)
         if self.aspect_ratio_group_factor >= 0:
             group_ids = create_aspect_ratio_groups(

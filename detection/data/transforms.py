@@ -13,14 +13,12 @@ import numpy as np
 from detection.errors import InvalidInputError
 
 # Cheap per-image work only: the data workers should cost little more than decoding.
-# Scale jitter is left to the model: torchvision's GeneralizedRCNNTransform resizes every
-# image to min_size whatever its input size, so a RandomScale here would be undone, and an
-# Affine zoom costs several times the decode. build_model(min_size=[640, ..., 800]) draws a
-# size per image instead, on the device (multi-scale training).
-DEFAULT_TRAIN_TRANSFORMS: list[dict[str, Any]] = [
-    {"name": "HorizontalFlip", "p": 0.5},
-    {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5},
-]
+# Brightness/contrast jitter runs on the device instead (DEFAULT_DEVICE_TRANSFORMS in
+# detection.data.device_transforms). Scale jitter is left to the model: torchvision's
+# GeneralizedRCNNTransform resizes every image to min_size whatever its input size, so a
+# RandomScale here would be undone, and an Affine zoom costs several times the decode.
+# build_model(min_size=[640, ..., 800]) draws a size per image instead, on the device.
+DEFAULT_TRAIN_TRANSFORMS: list[dict[str, Any]] = [{"name": "HorizontalFlip", "p": 0.5}]
 
 # Evaluation sees the original pixels, so predictions are scored in ground-truth coordinates.
 DEFAULT_EVAL_TRANSFORMS: list[dict[str, Any]] | None = None
@@ -70,13 +68,8 @@ def build_transforms(
     """
     if not spec:
         return None
-    if not isinstance(spec, list):
-        raise InvalidInputError(
-            None,
-            f"must be a list of {{name: ..., ...}} entries, not {type(spec).__name__}",
-            field="transforms",
-        )
-    transforms = [_build_one(entry, f"transforms[{i}]", train) for i, entry in enumerate(spec)]
+    entries = spec_entries(spec, "transforms")
+    transforms = [_build_one(entry, f"transforms[{i}]", train) for i, entry in enumerate(entries)]
     bbox_params = A.BboxParams(
         format="pascal_voc",
         label_fields=["labels"],
@@ -90,13 +83,29 @@ def build_transforms(
         return A.Compose(transforms, bbox_params=bbox_params, seed=seed)
 
 
-def _build_one(entry: Any, where: str, train: bool) -> A.BasicTransform | A.BaseCompose:
+def spec_entries(spec: Any, field: str) -> list[Any]:
+    """The entries of a YAML transform list, or a one-line error naming the field."""
+    if not isinstance(spec, list):
+        raise InvalidInputError(
+            None,
+            f"must be a list of {{name: ..., ...}} entries, not {type(spec).__name__}",
+            field=field,
+        )
+    return spec
+
+
+def split_entry(entry: Any, where: str) -> tuple[Any, dict[str, Any]]:
+    """(name, arguments) of one {name: ..., **arguments} entry; the arguments are a copy."""
     if not isinstance(entry, dict) or "name" not in entry:
         raise InvalidInputError(
             None, f"must be a mapping with a 'name' key, got {entry!r}", record=where
         )
     kwargs = copy.deepcopy(entry)
-    name = kwargs.pop("name")
+    return kwargs.pop("name"), kwargs
+
+
+def _build_one(entry: Any, where: str, train: bool) -> A.BasicTransform | A.BaseCompose:
+    name, kwargs = split_entry(entry, where)
     cls = getattr(A, name, None) if isinstance(name, str) else None
     if not (isinstance(cls, type) and issubclass(cls, (A.BasicTransform, A.BaseCompose))):
         raise InvalidInputError(None, _unknown_name_message(name), record=where, field="name")
