@@ -27,6 +27,7 @@ GEOMETRIC_SPEC = [
     {"name": "RandomScale", "scale_limit": [-0.5, 0.5], "p": 0.5},
     {"name": "Affine", "rotate": [-30, 30], "translate_percent": [-0.2, 0.2], "p": 0.5},
     {"name": "OneOf", "transforms": [{"name": "VerticalFlip"}, {"name": "Transpose"}], "p": 0.5},
+    {"name": "RandomRotate90", "p": 0.5},  # a symmetry that swaps height and width
     {"name": "RandomCrop", "height": 8, "width": 8, "pad_if_needed": True, "p": 0.3},
     {"name": "Resize", "height": 12, "width": 10, "p": 0.3},
     {"name": "GaussianBlur", "p": 0.3},

@@ -51,6 +51,14 @@ GRAY_SAFE_PIXEL_TRANSFORMS = frozenset(
 
 _COMPOSITIONS = ("OneOf", "SomeOf", "Sequential", "OneOrOther", "SelectiveChannelTransform")
 
+# Symmetries of the image rectangle: boxes inside the image with an area stay so, with the same
+# pixel area, so without minimum sizes there is nothing to filter after them.
+_SYMMETRIES = tuple(
+    getattr(A, name)
+    for name in ("HorizontalFlip", "VerticalFlip", "Transpose", "RandomRotate90", "D4")
+    if hasattr(A, name)
+)
+
 
 def build_transforms(
     spec: list[dict[str, Any]] | None,
@@ -210,18 +218,24 @@ def apply_transforms(
     # albumentations filters after every transform and once more at the end. A filter on boxes
     # it has just filtered only drops those left without area, and a third changes nothing:
     # `state` counts the filters since the boxes last moved (0, 1, 2 = settled).
-    state = 2 if inside and _lenient(params) else 0
+    lenient = _lenient(params)
+    state = 2 if inside and lenient else 0
+    untouched = inside  # the boxes as given, in the same order
     each = params.check_each_transform
     for transform in compose.transforms:
         before, shape = data["bboxes"], data["image"].shape[:2]
         data = transform(**data)
         moved = data["bboxes"] is not before or data["image"].shape[:2] != shape
         if moved:
-            state = 0
+            untouched = False
+            if not (state == 2 and lenient and isinstance(transform, _SYMMETRIES)):
+                state = 0
         if each:
             data["bboxes"], state = _settle(
                 np.asarray(data["bboxes"]), state, data["image"], params
             )
+    if untouched and state == 2:
+        return data["image"], _as_boxes(boxes), np.asarray(labels, dtype=np.int64)
     rows = np.asarray(data["bboxes"])
     # The final filter; settling fully also drops boxes clipped to zero width, which
     # albumentations would reject with an error when check_each_transform is off.
@@ -267,10 +281,11 @@ def _inside(rows: np.ndarray, height: int, width: int) -> bool:
     """True when every box lies inside the image with an area, as the dataset delivers them."""
     if not len(rows):
         return True
-    size = (rows[:, 2:4] - rows[:, 0:2]) * (width, height)
-    return bool(
-        rows[:, :4].min() >= 0.0 and rows[:, :4].max() <= 1.0 and (size.prod(axis=1) >= 1e-7).all()
-    )
+    corners = rows[:, :4]
+    if corners.min() < 0.0 or corners.max() > 1.0:
+        return False
+    size = corners[:, 2:4] - corners[:, 0:2]
+    return bool((size[:, 0] * width * (size[:, 1] * height)).min() >= 1e-7)
 
 
 def _filter(rows: np.ndarray, height: int, width: int, params: A.BboxParams | None) -> np.ndarray:
