@@ -50,19 +50,23 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _record_id(path: str | Path, record: Any, where: str) -> int:
+    """The integer "id" of a json record (an image, a category), or a one-line error."""
+    if not isinstance(record, dict):
+        raise InvalidInputError(path, "must be an object", record=where)
+    record_id = record.get("id")
+    if not _is_int(record_id):
+        raise InvalidInputError(path, "must be an integer", record=where, field="id")
+    return record_id
+
+
 def parse_categories(path: str | Path, categories: Any) -> tuple[list[int], list[str]]:
     """Validate COCO categories; return (ids sorted ascending, names in the same order)."""
     if not isinstance(categories, list) or not categories:
         raise InvalidInputError(path, "needs at least one category", field="categories")
     names_by_id: dict[int, str] = {}
     for index, category in enumerate(categories):
-        if not isinstance(category, dict):
-            raise InvalidInputError(path, "must be an object", record=f"category #{index}")
-        category_id = category.get("id")
-        if not _is_int(category_id):
-            raise InvalidInputError(
-                path, "must be an integer", record=f"category #{index}", field="id"
-            )
+        category_id = _record_id(path, category, f"category #{index}")
         record = f"category id {category_id}"
         name = category.get("name")
         if not isinstance(name, str) or not name:
@@ -169,13 +173,7 @@ class CocoDetection(Dataset):
         sizes = np.empty((len(images), 2), dtype=np.int64)  # (height, width)
         names: list[str] = []
         for index, image in enumerate(images):
-            if not isinstance(image, dict):
-                raise InvalidInputError(file, "must be an object", record=f"image #{index}")
-            image_id = image.get("id")
-            if not _is_int(image_id):
-                raise InvalidInputError(
-                    file, "must be an integer", record=f"image #{index}", field="id"
-                )
+            image_id = _record_id(file, image, f"image #{index}")
             record = f"image id {image_id}"
             name = image.get("file_name")
             if not isinstance(name, str) or not name:
