@@ -15,14 +15,13 @@ They apply to training batches only, never to evaluation.
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from detection.data.transforms import spec_entries, split_entry
+from detection.data.transforms import did_you_mean, spec_entries, split_entry
 from detection.errors import InvalidInputError
 
 DEFAULT_DEVICE_TRANSFORMS: list[dict[str, Any]] = [
@@ -118,11 +117,11 @@ def build_device_transforms(
 
 
 def _unknown_name_message(name: Any) -> str:
-    message = f"unknown device transform {name!r}; known: {', '.join(DEVICE_TRANSFORMS)}"
-    close = difflib.get_close_matches(str(name), DEVICE_TRANSFORMS, n=1)
-    if close:
-        message += f" (did you mean {close[0]}?)"
-    return message + "; geometric transforms belong in train_transforms (albumentations)"
+    return (
+        f"unknown device transform {name!r}; known: {', '.join(DEVICE_TRANSFORMS)}"
+        f"{did_you_mean(name, DEVICE_TRANSFORMS)}"
+        "; geometric transforms belong in train_transforms (albumentations)"
+    )
 
 
 def _symmetric_range(value: Any, field: str) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import albumentations as A
@@ -164,11 +165,13 @@ def _unknown_name_message(name: Any) -> str:
         for n in dir(A)
         if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)
     ]
-    message = f"unknown albumentations transform {name!r}"
-    close = difflib.get_close_matches(str(name), known, n=3)
-    if close:
-        message += f" (did you mean {', '.join(close)}?)"
-    return message
+    return f"unknown albumentations transform {name!r}{did_you_mean(name, known, n=3)}"
+
+
+def did_you_mean(name: Any, known: Iterable[str], n: int = 1) -> str:
+    """' (did you mean A, B?)' with the known names closest to a misspelt one, or ''."""
+    close = difflib.get_close_matches(str(name), list(known), n=n)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def _one_line(error: Exception) -> str:
@@ -220,7 +223,7 @@ def apply_transforms(
     # `state` counts the filters since the boxes last moved (0, 1, 2 = settled).
     lenient = _lenient(params)
     state = 2 if inside and lenient else 0
-    untouched = inside  # the boxes as given, in the same order
+    untouched = state == 2  # settled and still the boxes as given, in the same order
     each = params.check_each_transform
     for transform in compose.transforms:
         before, shape = data["bboxes"], data["image"].shape[:2]
@@ -234,7 +237,7 @@ def apply_transforms(
             data["bboxes"], state = _settle(
                 np.asarray(data["bboxes"]), state, data["image"], params
             )
-    if untouched and state == 2:
+    if untouched:
         return data["image"], _as_boxes(boxes), np.asarray(labels, dtype=np.int64)
     rows = np.asarray(data["bboxes"])
     # The final filter; settling fully also drops boxes clipped to zero width, which
