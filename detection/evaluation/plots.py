@@ -15,6 +15,15 @@ MAX_LEGEND_CLASSES = 20
 MAX_ANNOTATED_CLASSES = 20
 
 
+def _plottable(curves: Mapping[str, ClassCurve]) -> dict[str, ClassCurve]:
+    """The classes with ground truth and detections: the others have no curve to draw."""
+    return {
+        name: curve
+        for name, curve in curves.items()
+        if len(curve.thresholds) > 0 and curve.num_gt > 0
+    }
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     # Figure.savefig uses the Agg canvas directly: no pyplot, no global backend switch.
@@ -28,11 +37,8 @@ def plot_pr_curves(
     """Precision against recall per class, with each class's operating point marked."""
     fig = Figure(figsize=(7, 6))
     ax = fig.subplots()
-    plotted = 0
-    for name, curve in curves.items():
-        if len(curve.thresholds) == 0 or curve.num_gt == 0:
-            continue
-        plotted += 1
+    plotted = _plottable(curves)
+    for name, curve in plotted.items():
         (line,) = ax.plot(curve.recall, curve.precision, drawstyle="steps-post", label=name)
         at = np.flatnonzero(curve.thresholds >= thresholds[name])
         if len(at):
@@ -51,11 +57,8 @@ def plot_f1_curves(
     """F1 against score threshold per class."""
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()
-    plotted = 0
-    for name, curve in curves.items():
-        if len(curve.thresholds) == 0 or curve.num_gt == 0:
-            continue
-        plotted += 1
+    plotted = _plottable(curves)
+    for name, curve in plotted.items():
         ax.plot(curve.thresholds, curve.f1, drawstyle="steps-pre", label=name)
     for value in sorted(set(thresholds.values())):
         ax.axvline(value, color="grey", linestyle="--", linewidth=0.8)
