@@ -137,6 +137,22 @@ def device_transforms_ms(dm: CocoDataModule, rounds: int = 3) -> float:
     return 1000 * (best[True] - best[False]) / images
 
 
+def in_process_loaders(
+    annotations: Path, args: argparse.Namespace, **overrides: Any
+) -> CocoDataModule:
+    """A CocoDataModule set up for training that loads in this process, as one worker does."""
+    dm = CocoDataModule(
+        train_annotations=str(annotations),
+        train_images=args.root,
+        batch_size=args.batch_size,
+        num_workers=0,
+        pin_memory=False,
+        **overrides,
+    )
+    dm.setup("fit")
+    return dm
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print the rates and write the JSON report."""
     args = parse_args(argv)
@@ -146,24 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         annotations = write_subset(
             Path(args.root), args.split, args.num_images, Path(tmp) / "a.json"
         )
-        dm = CocoDataModule(
-            train_annotations=str(annotations),
-            train_images=args.root,
-            batch_size=args.batch_size,
-            num_workers=0,
-            pin_memory=False,
-        )
-        dm.setup("fit")
+        dm = in_process_loaders(annotations, args)
         # The same loader without augmentation: what indexing, batching and collate cost.
-        bare = CocoDataModule(
-            train_annotations=str(annotations),
-            train_images=args.root,
-            batch_size=args.batch_size,
-            num_workers=0,
-            pin_memory=False,
-            train_transforms=None,
-        )
-        bare.setup("fit")
+        bare = in_process_loaders(annotations, args, train_transforms=None)
     dataset = dm.datasets["train"]
     paths = [dataset.image_path(i) for i in range(len(dataset))]
     for path in paths:  # page cache: both sides then read from memory

@@ -7,9 +7,9 @@ optimizer and warmup schedule (SGD momentum 0.9, weight decay 1e-4, LambdaLR fro
 detection.lr_schedule), on the same batches: each builds its loader with
 CocoDataModule.train_dataloader() (generated data, same seed, so the same images in the same
 order with the same augmentation) and finishes each batch with the data module's
-finish_batch (uint8 to float, device transforms), as the Trainer does. The plain loop is torchvision's
-references/detection train_one_epoch: forward, backward, step, a loss.item() finiteness check
-and every loss term read with .item() for its metric logger.
+finish_batch (uint8 to float, device transforms), as the Trainer does. The plain loop is
+torchvision's references/detection train_one_epoch: forward, backward, step, a loss.item()
+finiteness check and every loss term read with .item() for its metric logger.
 
 The Trainer runs as `detection fit` would: default logger (to a temp dir), progress bar,
 checkpointing, model summary and the CLI's LearningRateMonitor; log_every_n_steps 5 as in
