@@ -47,3 +47,9 @@ class ImageReadError(InvalidInputError):
 
 class WeightsError(DetectionError):
     """Model weights could not be found, downloaded or loaded."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type name when the message is empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

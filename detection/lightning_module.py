@@ -15,6 +15,7 @@ from detection.errors import DetectionError
 from detection.lr_schedule import lr_factor
 from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
 from detection.models.faster_rcnn import build_model
+from detection.thresholds import DECISION_DEFAULT, Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class DetectionModule(L.LightningModule):
         eval_backend: Literal["faster", "pycocotools"] = "faster",
         area_ranges: dict[str, list[float]] | None = None,
         iou_threshold: float = 0.5,
-        score_threshold: float = 0.5,
+        score_threshold: float = DECISION_DEFAULT,
         target_recall: float | None = None,
     ) -> None:
         super().__init__()
@@ -108,7 +109,7 @@ class DetectionModule(L.LightningModule):
             class_names=class_names,
             category_ids=category_ids,
             model_args=model_args,
-            score_threshold=score_threshold,
+            thresholds=Thresholds(default=score_threshold),
         )
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -216,7 +217,7 @@ class DetectionModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             # Thresholds travel with the checkpoint written after this validation, so the best
             # checkpoint carries the thresholds calibrated on its own validation.
-            self.meta.thresholds = {k: float(v) for k, v in report["calibrated_thresholds"].items()}
+            self.meta.thresholds = self.meta.thresholds.updated(report["calibrated_thresholds"])
 
     def on_test_epoch_start(self) -> None:
         self._start_evaluation("test")

@@ -19,6 +19,7 @@ import torchvision
 
 from detection.models.checkpoint import CheckpointMeta
 from detection.models.faster_rcnn import build_model
+from detection.thresholds import Thresholds
 
 # Small proposal counts make the box head cheap: that head, not the backbone, dominates CPU time
 # on tiny images with torchvision's defaults.
@@ -46,8 +47,7 @@ def make_meta(thresholds: dict[str, float] | None = None) -> CheckpointMeta:
         class_names=list(CLASS_NAMES),
         category_ids=list(CATEGORY_IDS),
         model_args=dict(MODEL_ARGS),
-        thresholds=thresholds if thresholds is not None else {"square": 0.5},
-        score_threshold=0.5,
+        thresholds=Thresholds(0.5, thresholds if thresholds is not None else {"square": 0.5}),
     )
 
 

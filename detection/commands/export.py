@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detection.commands.inspect import (
-    EXIT_USAGE,
-    CommandParser,
-    add_threshold_arguments,
-    parse_thresholds,
-)
+from detection.commands.inspect import EXIT_USAGE, CommandParser, add_threshold_arguments
 from detection.errors import DetectionError
 from detection.inference.export import export_torchscript
+from detection.thresholds import Thresholds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +31,7 @@ def main(argv: list[str]) -> int:
         path = export_torchscript(
             args.checkpoint,
             args.out,
-            thresholds=parse_thresholds(args.threshold),
+            thresholds=Thresholds.parse(args.threshold),
             report_threshold=args.report_threshold,
         )
     except (DetectionError, ValueError, OSError, RuntimeError) as err:

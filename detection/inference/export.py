@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from detection.inference.predictor import label_thresholds
 from detection.models.checkpoint import load_model
+from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
 EXTRA_FILE = "detection.json"
 
@@ -30,14 +30,15 @@ EXTRA_FILE = "detection.json"
 def export_torchscript(
     checkpoint: str | Path,
     out: str | Path,
-    thresholds: float | dict[str, float] | None = None,
-    report_threshold: float = 0.05,
+    thresholds: ThresholdsLike = None,
+    report_threshold: float = REPORT_DEFAULT,
 ) -> Path:
     """Script a checkpoint's model (CPU, float32) and save it with its metadata to `out`."""
     model, meta = load_model(checkpoint)
-    per_label = label_thresholds(meta, thresholds)
+    decision = meta.thresholds.updated(thresholds)
+    per_label = decision.per_label(meta.class_names)
     # Same rule as Detector: the model must return every detection that can fail a part.
-    model.roi_heads.score_thresh = min(float(report_threshold), *per_label)
+    model.roi_heads.score_thresh = decision.lowest(meta.class_names, report_threshold)
     with warnings.catch_warnings():
         # torchvision's notes while scripting, and torch's notice that TorchScript is in
         # maintenance: torch.export cannot yet trace Faster R-CNN's data-dependent shapes.

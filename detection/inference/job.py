@@ -34,7 +34,7 @@ from tqdm import tqdm
 from detection.data.image_io import read_image
 from detection.errors import DetectionError
 from detection.inference.draw import draw_prediction, save_image
-from detection.inference.predictor import Detector, label_thresholds, resolve_device
+from detection.inference.predictor import Detector, resolve_device
 from detection.inference.sources import discover_inputs, shard_items
 from detection.inference.writer import (
     JsonlAppender,
@@ -46,6 +46,7 @@ from detection.inference.writer import (
     result_files,
 )
 from detection.models.checkpoint import read_checkpoint
+from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -69,8 +70,8 @@ class InspectConfig:
     node_rank: int = 0
     device: str = "auto"  # 'auto', 'cpu' or 'cuda'
     precision: str = "auto"
-    thresholds: float | dict[str, float] | None = None
-    report_threshold: float = 0.05
+    thresholds: ThresholdsLike = None  # overrides of the checkpoint's thresholds
+    report_threshold: float = REPORT_DEFAULT
     tile: int | None = None
     overlap: float = 0.2
     max_pixels: int | None = 100_000_000
@@ -419,9 +420,8 @@ def run_inspect(config: InspectConfig, detector: Detector | None = None) -> dict
         if detector is not None:
             raise ValueError("pass no detector with devices > 1: each rank loads its own")
         meta, _ = read_checkpoint(config.checkpoint)
-        thresholds = dict(
-            zip(meta.class_names, label_thresholds(meta, config.thresholds), strict=True)
-        )
+        # What each rank's Detector will use, without loading a model here.
+        thresholds = meta.thresholds.updated(config.thresholds).resolve(meta.class_names)
         claim_output(config.output, job_settings(config, thresholds))
         runs = _run_spawned(config, inputs)
     return summarize(config, inputs, runs, time.perf_counter() - start)

@@ -2,8 +2,8 @@
 
 Which detections a result holds, and which fail the part:
 
-- *reported*: every detection scoring at least `report_threshold` (default 0.05), useful for
-  review and for lowering thresholds later;
+- *reported*: every detection scoring at least `report_threshold` (default `REPORT_DEFAULT`),
+  useful for review and for lowering thresholds later;
 - *defects* (`Prediction.defects`, `"fail": true` in files): detections scoring at least their
   class's threshold (the checkpoint's calibrated one unless overridden). One defect fails the
   image. A defect is always reported, even when its class threshold is below `report_threshold`.
@@ -12,7 +12,6 @@ Which detections a result holds, and which fail the part:
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from detection.data.image_io import read_image
 from detection.errors import DetectionError
 from detection.inference.tiling import merge_detections, tile_windows
 from detection.models.checkpoint import CheckpointMeta, load_model
+from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
 ImageInput = Union[str, Path, np.ndarray, Image.Image, torch.Tensor]  # noqa: UP007 - runtime alias
 PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed")
@@ -115,18 +115,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def label_thresholds(
-    meta: CheckpointMeta, thresholds: float | dict[str, float] | None = None
-) -> list[float]:
-    """Threshold of each label 1..K: a float for all classes, or {class: value}, where the key
-    '*' sets every class not named; anything unset keeps the checkpoint's calibrated value."""
-    if isinstance(thresholds, dict) and "*" in thresholds:
-        default = float(thresholds["*"])
-        named = {k: float(v) for k, v in thresholds.items() if k != "*"}
-        return meta.class_thresholds({**dict.fromkeys(meta.class_names, default), **named})
-    return meta.class_thresholds(thresholds)
-
-
 def _array_to_tensor(array: np.ndarray, bgr: bool) -> torch.Tensor:
     """HxW or HxWxC (C in 1, 3, 4) uint8/uint16/float array -> CHW uint8 or float 0..1 tensor."""
     if array.ndim == 2:
@@ -195,8 +183,8 @@ class Detector:
         meta: CheckpointMeta,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        thresholds: float | dict[str, float] | None = None,
-        report_threshold: float = 0.05,
+        thresholds: ThresholdsLike = None,
+        report_threshold: float = REPORT_DEFAULT,
         tile: int | None = None,
         overlap: float = 0.2,
         max_pixels: int | None = None,
@@ -205,16 +193,19 @@ class Detector:
         self.precision = resolve_precision(precision, self.device)
         self.meta = meta
         self.report_threshold = float(report_threshold)
-        self.label_thresholds = label_thresholds(meta, thresholds)  # index 0 is label 1
+        # The checkpoint's thresholds with the caller's overrides: what fails a part here.
+        self.decision = meta.thresholds.updated(thresholds)
+        self.decision.resolve(meta.class_names)  # unknown class names fail now, not mid-job
         self.tile = tile
         self.overlap = overlap
         self.max_pixels = max_pixels
         if tile is not None:
             tile_windows(tile, tile, tile, overlap)  # validates tile and overlap now, not mid-job
-        # Label 0 (background) never occurs; +inf keeps the lookup table aligned with labels.
-        self._thresholds = torch.tensor([math.inf, *self.label_thresholds], dtype=torch.float32)
+        self._thresholds = self.decision.label_tensor(meta.class_names)
         self.model = model.eval().to(self.device)
-        self.model.roi_heads.score_thresh = min(self.report_threshold, *self.label_thresholds)
+        self.model.roi_heads.score_thresh = self.decision.lowest(
+            meta.class_names, self.report_threshold
+        )
 
     @classmethod
     def from_checkpoint(
@@ -222,7 +213,7 @@ class Detector:
         path: str | Path,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        thresholds: float | dict[str, float] | None = None,
+        thresholds: ThresholdsLike = None,
         **kwargs: Any,
     ) -> Detector:
         """Load a checkpoint written by DetectionModule; kwargs go to `Detector(...)`."""
@@ -237,7 +228,7 @@ class Detector:
     @property
     def thresholds(self) -> dict[str, float]:
         """The class thresholds in use: class name -> score that fails a part."""
-        return dict(zip(self.meta.class_names, self.label_thresholds, strict=True))
+        return self.decision.resolve(self.meta.class_names)
 
     def predict(
         self,

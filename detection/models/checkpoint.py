@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from torchvision.models.detection import FasterRCNN
 
-from detection.errors import WeightsError
+from detection.errors import WeightsError, first_line
 from detection.models.faster_rcnn import build_model, safe_torch_load
 
 CHECKPOINT_KEY = "detection"
@@ -57,11 +58,47 @@ def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.T
     ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise WeightsError(f"{path}: not a detection checkpoint (no '{CHECKPOINT_KEY}' section)")
-    meta = CheckpointMeta.from_dict(ckpt[CHECKPOINT_KEY])
+    if not isinstance(ckpt["state_dict"], dict):
+        raise WeightsError(f"{path}: field 'state_dict': must be a dict of tensors")
+    meta = _meta_from_dict(path, ckpt[CHECKPOINT_KEY])
     state = {
         k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
     }
     return meta, state
+
+
+# Fields every checkpoint has carried since format 1, and their types.
+_META_TYPES = {"model_name": str, "num_classes": int, "class_names": list, "category_ids": list}
+
+
+def _meta_from_dict(path: str | Path, data: Any) -> CheckpointMeta:
+    """CheckpointMeta from a checkpoint's section, or a WeightsError naming the bad field."""
+
+    def bad(field: str, problem: str) -> WeightsError:
+        return WeightsError(f"{path}: field '{CHECKPOINT_KEY}{field}': {problem}")
+
+    if not isinstance(data, dict):
+        raise bad("", f"must be a dict, not {type(data).__name__}")
+    for name, kind in _META_TYPES.items():
+        if name not in data:
+            raise bad(f".{name}", "is missing")
+        if not isinstance(data[name], kind) or isinstance(data[name], bool):
+            raise bad(
+                f".{name}", f"must be of type {kind.__name__}, got {reprlib.repr(data[name])}"
+            )
+    count = data["num_classes"]
+    if count < 1:
+        raise bad(".num_classes", f"must be at least 1, got {count}")
+    for name, kind in (("class_names", str), ("category_ids", int)):
+        values = data[name]
+        if len(values) != count or not all(type(v) is kind for v in values):
+            raise bad(f".{name}", f"must be {count} values of type {kind.__name__}")
+    if not isinstance(data.get("model_args", {}), dict):
+        raise bad(".model_args", "must be a dict of model options")
+    try:
+        return CheckpointMeta.from_dict(data)
+    except (TypeError, ValueError, KeyError, AttributeError, WeightsError) as err:
+        raise bad("", first_line(err)) from None
 
 
 def build_from_meta(meta: CheckpointMeta) -> FasterRCNN:
@@ -74,10 +111,15 @@ def build_from_meta(meta: CheckpointMeta) -> FasterRCNN:
 def load_model(path: str | Path) -> tuple[FasterRCNN, CheckpointMeta]:
     """Rebuild the trained model of a checkpoint, in eval mode on CPU."""
     meta, state = read_checkpoint(path)
-    model = build_from_meta(meta)
-    # A model fine-tuned from pretrained weights has frozen batch norms (no batch counter); the
-    # rebuilt one has plain batch norms, which compute the same thing in eval mode.
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        model = build_from_meta(meta)
+        # A model fine-tuned from pretrained weights has frozen batch norms (no batch counter);
+        # the rebuilt one has plain batch norms, which compute the same thing in eval mode.
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (TypeError, ValueError, RuntimeError) as err:  # model_args or tensor shapes
+        raise WeightsError(
+            f"{path}: cannot rebuild {meta.model_name} from it: {first_line(err)}"
+        ) from None
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise WeightsError(

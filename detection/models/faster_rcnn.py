@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import pickle
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
-from detection.errors import WeightsError
+from detection.errors import WeightsError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +127,29 @@ def _backbone_enum(weights_backbone: str | None, model: str) -> Any:
 def safe_torch_load(path: str | Path, what: str = "weights") -> Any:
     """`torch.load` that cannot run code (a checkpoint from a stranger), with one-line errors."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: {what} file not found")
+    try:
+        info = path.stat()
+    except OSError:
+        raise WeightsError(f"{path}: {what} file not found") from None
+    # Never open anything but a regular file: reading a FIFO blocks forever.
+    if not stat.S_ISREG(info.st_mode):
+        raise WeightsError(f"{path}: {what} path is not a regular file")
+    if info.st_size == 0:
+        raise WeightsError(f"{path}: {what} file is empty (0 bytes)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise WeightsError(
-            f"{path}: cannot load {what} safely: {str(err).splitlines()[0]}"
-        ) from err
+        raise WeightsError(f"{path}: cannot load {what} safely: {_load_problem(err)}") from None
+
+
+def _load_problem(err: Exception) -> str:
+    """One line on why torch.load failed; torch's own messages run to paragraphs, or are empty."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and "weights_only" in text:
+        return "it holds Python objects that would run code when loaded (refused)"
+    if "central directory" in text or isinstance(err, EOFError):
+        return "truncated or corrupt file (an interrupted copy or save?)"
+    return f"not a torch checkpoint ({type(err).__name__}: {first_line(err)})"
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
