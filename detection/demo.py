@@ -301,8 +301,7 @@ def evaluate_test(
     evaluation = evaluate_detections(
         gt_path,
         results,
-        score_threshold=detector.thresholds,
-        default_threshold=detector.meta.score_threshold,
+        score_threshold=detector.decision.resolved(detector.class_names),
     )
     write_metrics_json(evaluation.report, report_dir / "metrics.json")
     save_plots(evaluation.curves, evaluation.report, report_dir)

@@ -95,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.calibrate:
         held_out, _ = predict(args.ckpt, args.calibrate, args.images, args.batch_size, args.workers)
-        calibrated = operating_point(args.calibrate, held_out, meta.score_threshold)[
+        calibrated = operating_point(args.calibrate, held_out, meta.thresholds.fallback)[
             "best_f1_thresholds"
         ]
         source = f"best F1 on {args.calibrate}"
     else:
         # Classes without a calibrated threshold fall back to the checkpoint's default.
-        calibrated = dict(zip(meta.class_names, meta.class_thresholds(), strict=True))
-        source = "checkpoint" if meta.thresholds else "none in checkpoint: default used"
+        calibrated = meta.thresholds.resolve(meta.class_names)
+        source = "checkpoint" if meta.thresholds.per_class else "none in checkpoint: default used"
     honest = operating_point(args.test, predictions, calibrated)
     oracle = operating_point(args.test, predictions, honest["best_f1_thresholds"])
     map33 = evaluate_coco(args.test, predictions, iou_thresholds=[DEEPPCB_IOU])

@@ -16,7 +16,8 @@ from pycocotools.cocoeval import COCOeval
 from detection.evaluation.evaluator import evaluate_detections
 from detection.evaluation.inputs import load_ground_truth, load_predictions
 from detection.evaluation.matching import match_detections
-from detection.evaluation.operating_point import class_curve, class_thresholds
+from detection.evaluation.operating_point import class_curve
+from detection.thresholds import Thresholds
 
 # Image 1: a scratch A and a dent B. Image 2: a scratch C and a crowd region of scratches D.
 # Image 3: defect-free. Image 4: a dent E.
@@ -178,12 +179,14 @@ def test_per_class_thresholds_by_hand():
 
 
 def test_partial_threshold_mapping_uses_default_and_rejects_unknown_names():
-    assert class_thresholds({"dent": 0.2}, ["scratch", "dent"], default=0.4) == {
-        "scratch": 0.4,
-        "dent": 0.2,
-    }
+    report = evaluate_detections(
+        GT, PREDICTIONS, score_threshold=Thresholds(0.85, {"dent": 0.25})
+    ).report
+    per_class = report["operating_point"]["per_class"]
+    assert (per_class["scratch"]["threshold"], per_class["dent"]["threshold"]) == (0.85, 0.25)
+    assert report["operating_point"]["score_threshold"] == {"dent": 0.25}
     with pytest.raises(ValueError, match="unknown classes"):
-        class_thresholds({"crack": 0.2}, ["scratch", "dent"])
+        evaluate_detections(GT, PREDICTIONS, score_threshold={"crack": 0.2})
 
 
 def test_class_curve_groups_tied_scores():

@@ -61,7 +61,9 @@ def test_finds_the_square_in_original_pixels(detector: Detector, scene: tuple) -
     assert prediction.image == str(path)
     assert (prediction.width, prediction.height) == (80, 64)  # not the model's 64 px resize
     assert prediction.scores[0] > 0.8 and prediction.decision == "fail"
-    assert box_iou(torch.from_numpy(prediction.boxes[:1]), torch.from_numpy(truth))[0, 0] > 0.6
+    # The fixture localises at IoU ~0.8 (0.73 on this scene); a box left in the model's 64 px
+    # frame would be off by the 80/64 width ratio. 0.5 leaves room for library arithmetic.
+    assert box_iou(torch.from_numpy(prediction.boxes[:1]), torch.from_numpy(truth))[0, 0] > 0.5
     assert prediction.class_names[0] == "square" and prediction.category_ids[0] == 7
     assert prediction.labels.dtype == np.int64 and prediction.boxes.dtype == np.float32
 

@@ -13,10 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from inference_fixtures import make_meta, single_thread  # noqa: F401 - autouse fixture
 
-from detection.commands.inspect import parse_thresholds
-from detection.errors import DetectionError, InvalidInputError
+from detection.errors import DetectionError, InvalidInputError, WeightsError
 from detection.inference.draw import draw_boxes
-from detection.inference.predictor import label_thresholds, resolve_precision
+from detection.inference.predictor import resolve_precision
 from detection.inference.sources import discover_inputs, shard_items
 from detection.inference.tiling import merge_detections, tile_windows
 from detection.inference.writer import (
@@ -26,6 +25,8 @@ from detection.inference.writer import (
     iter_records,
     repair_tail,
 )
+from detection.models.checkpoint import FORMAT_VERSION, CheckpointMeta
+from detection.thresholds import DECISION_DEFAULT, Thresholds
 
 
 def _touch(path: Path, data: bytes = b"x") -> str:
@@ -168,18 +169,38 @@ def test_rank_lock_is_exclusive(tmp_path: Path) -> None:
 
 
 def test_thresholds_from_the_command_line() -> None:
-    assert parse_thresholds(None) is None
-    assert parse_thresholds(["0.7"]) == 0.7
-    assert parse_thresholds(["square=0.3"]) == {"square": 0.3}
-    assert parse_thresholds(["0.7", "square=0.3"]) == {"*": 0.7, "square": 0.3}
-    with pytest.raises(ValueError, match="CLASS=0.5"):
-        parse_thresholds(["square=high"])
-    meta = make_meta(thresholds={"square": 0.42})
-    assert label_thresholds(meta, None) == [0.42]
-    assert label_thresholds(meta, 0.9) == [0.9]
-    assert label_thresholds(meta, {"*": 0.8}) == [0.8]
+    assert Thresholds.parse(None) is None
+    assert Thresholds.parse(["0.7"]) == Thresholds(0.7)
+    assert Thresholds.parse(["square=0.3"]) == Thresholds(None, {"square": 0.3})
+    assert Thresholds.parse(["0.7", "square=0.3"]) == Thresholds(0.7, {"square": 0.3})
+    for bad in ("square=high", "=0.3", "1.5"):
+        with pytest.raises(ValueError, match="--threshold"):
+            Thresholds.parse([bad])
+
+
+def test_overrides_of_a_checkpoints_thresholds() -> None:
+    stored = make_meta(thresholds={"square": 0.42}).thresholds
+    names = ["square"]
+    assert stored.updated(None).per_label(names) == [0.42]
+    assert stored.updated(0.9).per_label(names) == [0.9]  # a global value replaces calibration
+    assert Thresholds(0.3).updated({"b": 0.8}).per_label(["a", "b"]) == [0.3, 0.8]
+    assert Thresholds(None, {"a": 0.2}).per_label(["a", "b"]) == [0.2, DECISION_DEFAULT]
+    assert stored.lowest(names, report_threshold=0.05) == 0.05
+    assert stored.label_tensor(names).tolist() == [float("inf"), pytest.approx(0.42)]
     with pytest.raises(ValueError, match="unknown classes"):
-        label_thresholds(meta, {"circle": 0.1})
+        stored.updated({"circle": 0.1}).resolve(names)
+
+
+def test_thresholds_survive_the_checkpoint_format() -> None:
+    meta = make_meta(thresholds={"square": 0.42})
+    stored = meta.to_dict()
+    assert stored["thresholds"] == {"square": 0.42} and stored["score_threshold"] == 0.5
+    assert CheckpointMeta.from_dict(stored) == meta
+    # A checkpoint written before any calibration: no per-class values, its own default.
+    old = {**stored, "thresholds": None, "score_threshold": 0.3}
+    assert CheckpointMeta.from_dict(old).thresholds.per_label(["square"]) == [0.3]
+    with pytest.raises(WeightsError, match="newer"):
+        CheckpointMeta.from_dict({**stored, "format_version": FORMAT_VERSION + 1})
 
 
 def test_mixed_precision_only_on_cuda() -> None:

@@ -91,7 +91,7 @@ def test_fit_writes_checkpoint_and_resume_continues_from_its_step(
     meta, state = read_checkpoint(last)
     assert meta.class_names == ["scratch", "spot", "crack", "dent"]
     assert meta.category_ids == [1, 2, 3, 4]
-    assert meta.thresholds is not None and set(meta.thresholds) == set(meta.class_names)
+    assert set(meta.thresholds.per_class) == set(meta.class_names)  # calibrated
     assert torch.load(last, weights_only=True)["global_step"] == 3
     model, _ = load_model(last)  # rebuilds without the package's training code
     assert not model.training and state

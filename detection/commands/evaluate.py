@@ -15,6 +15,7 @@ from detection.evaluation.evaluator import evaluate_detections
 from detection.evaluation.inputs import read_json
 from detection.evaluation.plots import save_plots
 from detection.evaluation.report import print_report, write_metrics_json
+from detection.thresholds import DECISION_DEFAULT, Thresholds, add_threshold_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,14 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json and plots")
     parser.add_argument("--backend", choices=BACKENDS, default="faster", help="COCO evaluator")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU of the operating point")
-    parser.add_argument(
-        "--score-threshold", type=float, default=0.5, help="score threshold for every class"
+    add_threshold_argument(
+        parser,
+        f"default {DECISION_DEFAULT}; --score-threshold is an older name",
+        "--score-threshold",
     )
     parser.add_argument(
         "--thresholds",
         type=Path,
         help="json {class_name: threshold} (or a metrics.json: its calibrated_thresholds); "
-        "classes not listed use --score-threshold",
+        "classes not listed use --threshold",
     )
     parser.add_argument(
         "--target-recall",
@@ -64,7 +67,7 @@ def _load_thresholds(path: Path) -> dict[str, float]:
     for name, value in data.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInputError(path, "must be a number", record=f"class '{name}'")
-    return {str(name): float(value) for name, value in data.items()}
+    return data
 
 
 def _load_area_ranges(text: str) -> dict:
@@ -86,9 +89,9 @@ def main(argv: list[str]) -> int:
     """Run `detection evaluate`; returns 0, or 2 on bad input (one line on stderr)."""
     args = build_parser().parse_args(argv)
     try:
-        score_threshold: float | dict[str, float] = args.score_threshold
+        thresholds = Thresholds.parse(args.threshold) or Thresholds()
         if args.thresholds is not None:
-            score_threshold = _load_thresholds(args.thresholds)
+            thresholds = thresholds.updated(_load_thresholds(args.thresholds))
         area_ranges = None if args.area_ranges is None else _load_area_ranges(args.area_ranges)
         evaluation = evaluate_detections(
             args.gt,
@@ -97,8 +100,7 @@ def main(argv: list[str]) -> int:
             area_ranges=area_ranges,
             max_dets=args.max_dets,
             iou_threshold=args.iou,
-            score_threshold=score_threshold,
-            default_threshold=args.score_threshold,
+            score_threshold=thresholds,
             target_recall=args.target_recall,
         )
         metrics_path = write_metrics_json(evaluation.report, args.out / "metrics.json")

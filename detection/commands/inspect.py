@@ -9,6 +9,7 @@ from typing import NoReturn
 from detection.errors import DetectionError
 from detection.inference.job import InspectConfig, run_inspect
 from detection.inference.predictor import PRECISIONS
+from detection.thresholds import REPORT_DEFAULT, Thresholds, add_threshold_argument
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments, checkpoint or output folder: nothing was inspected
@@ -45,43 +46,14 @@ class CommandParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def parse_thresholds(values: list[str] | None) -> float | dict[str, float] | None:
-    """'0.6' sets every class, 'scratch=0.4' one class; both may be given (key '*' is the rest)."""
-    if not values:
-        return None
-    default: float | None = None
-    named: dict[str, float] = {}
-    for value in values:
-        name, sep, number = value.rpartition("=")
-        try:
-            threshold = float(number)
-        except ValueError:
-            raise ValueError(f"--threshold '{value}': expected 0.5 or CLASS=0.5") from None
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"--threshold '{value}': a score threshold lies in 0..1")
-        if sep:
-            named[name] = threshold
-        else:
-            default = threshold
-    if not named:
-        return default
-    return {"*": default, **named} if default is not None else named
-
-
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
     """--threshold and --report-threshold, shared with `detection export`."""
-    parser.add_argument(
-        "--threshold",
-        action="append",
-        metavar="VALUE|CLASS=VALUE",
-        help="score at which a detection fails the part: one value for all classes and/or "
-        "CLASS=VALUE (repeatable); default: the checkpoint's calibrated thresholds",
-    )
+    add_threshold_argument(parser, "default: the checkpoint's calibrated thresholds")
     parser.add_argument(
         "--report-threshold",
         type=float,
-        default=0.05,
-        help="lowest score written to the results (default 0.05)",
+        default=REPORT_DEFAULT,
+        help=f"lowest score written to the results (default {REPORT_DEFAULT})",
     )
 
 
@@ -175,7 +147,7 @@ def main(argv: list[str]) -> int:
             node_rank=args.node_rank,
             device=args.device,
             precision=args.precision,
-            thresholds=parse_thresholds(args.threshold),
+            thresholds=Thresholds.parse(args.threshold),
             report_threshold=args.report_threshold,
             tile=args.tile,
             overlap=args.overlap,

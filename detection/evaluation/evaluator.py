@@ -26,12 +26,8 @@ from detection.evaluation.inputs import (
     restrict_to_images,
 )
 from detection.evaluation.matching import match_detections
-from detection.evaluation.operating_point import (
-    ClassCurve,
-    calibrated_thresholds,
-    class_thresholds,
-    compute_operating_point,
-)
+from detection.evaluation.operating_point import ClassCurve, calibrate, compute_operating_point
+from detection.thresholds import DECISION_DEFAULT, Thresholds, ThresholdsLike
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 
@@ -60,18 +56,17 @@ def evaluate_detections(
     area_ranges: Mapping[str, Sequence[float]] | None = None,
     max_dets: Sequence[int] = (1, 10, 100),
     iou_threshold: float = 0.5,
-    score_threshold: float | Mapping[str, float] = 0.5,
-    default_threshold: float | None = None,
+    score_threshold: ThresholdsLike = DECISION_DEFAULT,
     target_recall: float | None = None,
     image_ids: Iterable[int] | None = None,
 ) -> Evaluation:
     """COCO metrics, operating point, image level and calibrated thresholds in one report.
 
-    ``score_threshold`` is one value for every class or {class_name: value}; classes missing
-    from such a mapping use ``default_threshold``, which is also the calibration fallback for
-    a class without a true positive (default: ``score_threshold`` if it is a number, else 0.5).
+    ``score_threshold`` is one value for every class, {class_name: value} or a `Thresholds`;
+    its default serves classes without a value of their own, and is the calibrated threshold
+    of a class without a true positive to tune on.
     """
-    default_threshold = _default_threshold(score_threshold, default_threshold)
+    thresholds = Thresholds.coerce(score_threshold)
     check_backend(backend)
     ranges = check_area_ranges(area_ranges)
     dets = check_max_dets(max_dets)
@@ -81,7 +76,7 @@ def evaluate_detections(
         ground_truth = load_ground_truth(gt)
         if image_ids is not None:
             ground_truth = restrict_to_images(ground_truth, image_ids)
-        thresholds = class_thresholds(score_threshold, ground_truth.class_names, default_threshold)
+        per_class = thresholds.resolve(ground_truth.class_names)
         detections = load_predictions(predictions, ground_truth)
 
         report: dict[str, Any] = coco_metrics(
@@ -99,14 +94,13 @@ def evaluate_detections(
             matches,
             thresholds,
             iou_threshold=iou_threshold,
-            score_threshold=score_threshold,
             target_recall=target_recall,
         )
         report["operating_point"] = operating_point.report
         report["image_level"] = image_level_report(
-            ground_truth, detections, matches, thresholds, iou_threshold
+            ground_truth, detections, matches, per_class, iou_threshold
         )
-        report["calibrated_thresholds"] = calibrated_thresholds(operating_point, default_threshold)
+        report["calibrated_thresholds"] = dict(calibrate(operating_point, thresholds).per_class)
         report["settings"] = {
             "backend": backend,
             "area_ranges": ranges,
@@ -116,14 +110,6 @@ def evaluate_detections(
             "ground_truth": ground_truth.source,
         }
         return Evaluation(report, operating_point.curves)
-
-
-def _default_threshold(
-    score_threshold: float | Mapping[str, float], default_threshold: float | None
-) -> float:
-    if default_threshold is not None:
-        return float(default_threshold)
-    return 0.5 if isinstance(score_threshold, Mapping) else float(score_threshold)
 
 
 def _world_size() -> int:
@@ -150,8 +136,7 @@ class DetectionEvaluator:
         backend: str = "faster",
         area_ranges: Mapping[str, Sequence[float]] | None = None,
         iou_threshold: float = 0.5,
-        score_threshold: float | Mapping[str, float] = 0.5,
-        default_threshold: float | None = None,
+        score_threshold: ThresholdsLike = DECISION_DEFAULT,
         target_recall: float | None = None,
     ) -> None:
         self.gt = load_ground_truth(gt)
@@ -160,12 +145,10 @@ class DetectionEvaluator:
         _check_unit_interval("iou_threshold", iou_threshold, allow_zero=False)
         _check_unit_interval("target_recall", target_recall, allow_zero=False)
         self.iou_threshold = iou_threshold
-        self.default_threshold = _default_threshold(score_threshold, default_threshold)
+        self.thresholds = Thresholds.coerce(score_threshold)
         # Fail at construction, not after a whole validation epoch.
-        class_thresholds(score_threshold, self.gt.class_names, self.default_threshold)
-        self.score_threshold = score_threshold
+        self.thresholds.resolve(self.gt.class_names)
         self.target_recall = target_recall
-        self.last: Evaluation | None = None
         self._records: dict[int, list[dict]] = {}
         self._known_images = set(self.gt.image_ids)
 
@@ -209,15 +192,13 @@ class DetectionEvaluator:
         # Sorted by image id so the result list, and hence tie order, is rank-independent.
         image_ids = sorted(records)
         predictions = [det for image_id in image_ids for det in records[image_id]]
-        self.last = evaluate_detections(
+        return evaluate_detections(
             self.gt,
             predictions,
             backend=self.backend,
             area_ranges=self.area_ranges,
             iou_threshold=self.iou_threshold,
-            score_threshold=self.score_threshold,
-            default_threshold=self.default_threshold,
+            score_threshold=self.thresholds,
             target_recall=self.target_recall,
             image_ids=image_ids,
-        )
-        return self.last.report
+        ).report

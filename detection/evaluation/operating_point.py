@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from detection.evaluation.inputs import GroundTruth
 from detection.evaluation.matching import Matches
+from detection.thresholds import Thresholds
 
 # Recall is a ratio of small integers; allow for the rounding of the target itself.
 _RECALL_EPS = 1e-12
@@ -73,28 +73,6 @@ def counts(tp: int, fp: int, fn: int) -> dict:
     }
 
 
-def class_thresholds(
-    score_threshold: float | Mapping[str, float],
-    class_names: Sequence[str],
-    default: float = 0.5,
-) -> dict[str, float]:
-    """One score threshold per class from a global value or a partial {class_name: value}.
-
-    Classes missing from a mapping get ``default``; a name that is not a class is an error.
-    """
-    if isinstance(score_threshold, Mapping):
-        unknown = sorted(set(score_threshold) - set(class_names))
-        if unknown:
-            raise ValueError(f"thresholds given for unknown classes {unknown}")
-        values = {name: float(score_threshold.get(name, default)) for name in class_names}
-    else:
-        values = {name: float(score_threshold) for name in class_names}
-    for name, value in values.items():
-        if not np.isfinite(value):
-            raise ValueError(f"score threshold of class {name!r} must be a finite number")
-    return values
-
-
 def class_curve(scores: np.ndarray, true_positive: np.ndarray, num_gt: int) -> ClassCurve:
     """Cumulative TP/FP at each distinct score of one class's (non-ignored) detections."""
     order = np.argsort(-scores, kind="stable")
@@ -135,14 +113,15 @@ def compute_operating_point(
     gt: GroundTruth,
     detections: list[dict],
     matches: Matches,
-    thresholds: Mapping[str, float],
+    thresholds: Thresholds,
     *,
     iou_threshold: float,
-    score_threshold: float | Mapping[str, float],
     target_recall: float | None = None,
 ) -> OperatingPoint:
     """Per-class and overall TP/FP/FN, P/R/F1 at ``thresholds``; best-F1 and target-recall thresholds."""
     names = gt.category_names
+    score_threshold = thresholds.report_value()
+    thresholds = thresholds.resolve(gt.class_names)
     class_index = {cat_id: k for k, cat_id in enumerate(names)}
     det_class = np.array([class_index[d["category_id"]] for d in detections], dtype=np.int64)
     det_score = np.array([d["score"] for d in detections], dtype=np.float64)
@@ -175,11 +154,7 @@ def compute_operating_point(
 
     report = {
         "iou_threshold": float(iou_threshold),
-        "score_threshold": (
-            dict(score_threshold)
-            if isinstance(score_threshold, Mapping)
-            else float(score_threshold)
-        ),
+        "score_threshold": score_threshold,
         "target_recall": None if target_recall is None else float(target_recall),
         "overall": counts(total_tp, total_fp, total_fn),
         "per_class": per_class,
@@ -187,9 +162,14 @@ def compute_operating_point(
     return OperatingPoint(report, curves, dict(thresholds))
 
 
-def calibrated_thresholds(operating_point: OperatingPoint, fallback: float) -> dict[str, float]:
-    """Best-F1 threshold per class; ``fallback`` for a class with no true positive to tune on."""
-    return {
-        name: (fallback if stats["best_f1_threshold"] is None else stats["best_f1_threshold"])
+def calibrate(operating_point: OperatingPoint, thresholds: Thresholds) -> Thresholds:
+    """Best-F1 threshold per class; the default of ``thresholds`` for a class with no true
+    positive to tune on."""
+    best = {
+        name: stats["best_f1_threshold"]
         for name, stats in operating_point.report["per_class"].items()
     }
+    return Thresholds(
+        thresholds.default,
+        {name: thresholds.fallback if value is None else value for name, value in best.items()},
+    )

@@ -12,6 +12,7 @@ from torchvision.models.detection import FasterRCNN
 
 from detection.errors import WeightsError, first_line
 from detection.models.faster_rcnn import build_model, safe_torch_load
+from detection.thresholds import Thresholds
 
 CHECKPOINT_KEY = "detection"
 FORMAT_VERSION = 1
@@ -26,31 +27,26 @@ class CheckpointMeta:
     class_names: list[str]
     category_ids: list[int]
     model_args: dict[str, Any] = field(default_factory=dict)  # min_size, max_size, extra kwargs
-    # Per-class score thresholds calibrated on validation (class name -> threshold), if any.
-    thresholds: dict[str, float] | None = None
-    score_threshold: float = 0.5  # used for classes without a calibrated threshold
+    # The default threshold and the per-class ones calibrated on validation, if any.
+    thresholds: Thresholds = field(default_factory=Thresholds)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-types dict, safe for `torch.load(weights_only=True)`."""
-        return asdict(self)
+        data = {k: v for k, v in asdict(self).items() if k != "thresholds"}
+        return {**data, **self.thresholds.to_checkpoint()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
         """Inverse of `to_dict`."""
-        return cls(**data)
-
-    def class_thresholds(self, overrides: dict[str, float] | float | None = None) -> list[float]:
-        """Score threshold per label 1..K: overrides, else calibrated, else the default."""
-        if isinstance(overrides, int | float):
-            return [float(overrides)] * self.num_classes
-        chosen = {**(self.thresholds or {}), **(overrides or {})}
-        unknown = set(overrides or {}) - set(self.class_names)
-        if unknown:
-            raise ValueError(
-                f"thresholds name unknown classes {sorted(unknown)}; known: {self.class_names}"
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise WeightsError(
+                f"checkpoint metadata format {version!r} is newer than this version of detection "
+                f"reads ({FORMAT_VERSION}): upgrade the package"
             )
-        return [float(chosen.get(name, self.score_threshold)) for name in self.class_names]
+        fields = {k: v for k, v in data.items() if k not in ("thresholds", "score_threshold")}
+        return cls(**fields, thresholds=Thresholds.from_checkpoint(data))
 
 
 def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
