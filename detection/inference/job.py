@@ -8,8 +8,10 @@ Layout of an output folder:
     OUT/failed/*.jpg               (--save-images) failed images with their defects drawn
     OUT/summary.json, coco_results.json, results.csv  rebuilt from the lines at the end
 
-An image is done when its line is complete in a results or errors file; a restart skips done
-images, so a job killed at any moment and restarted has every image exactly once.
+An image is done when its line is complete in a results file; a restart skips done images, so a
+job killed at any moment and restarted has every image exactly once. A restart retries the images
+with an error line: each rank first drops its own error lines for them (an image fixed since the
+last run leaves errors.jsonl; one still bad gets its line again).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from detection.data.image_io import read_image
 from detection.errors import DetectionError
+from detection.images import MAX_PIXELS, read_image, to_tensor
 from detection.inference.draw import draw_prediction, save_image
 from detection.inference.predictor import Detector, resolve_device
 from detection.inference.sources import discover_inputs, shard_items
@@ -42,6 +44,7 @@ from detection.inference.writer import (
     ShardedJsonlWriter,
     error_file,
     error_files,
+    filter_records,
     iter_records,
     result_files,
 )
@@ -74,7 +77,7 @@ class InspectConfig:
     report_threshold: float = REPORT_DEFAULT
     tile: int | None = None
     overlap: float = 0.2
-    max_pixels: int | None = 100_000_000
+    max_pixels: int | None = MAX_PIXELS
     save_images: bool = False
     coco_results: bool = False
     csv: bool = False
@@ -119,7 +122,7 @@ class ImageFiles(Dataset):
             problem = getattr(err, "problem", None) or f"{type(err).__name__}: {err}"
             return {"path": path, "image": None, "error": problem, "type": type(err).__name__}
         # CHW uint8: a quarter of the float size through worker queues and to the GPU.
-        return {"path": path, "image": torch.from_numpy(array).permute(2, 0, 1), "error": None}
+        return {"path": path, "image": to_tensor(array, torch.uint8), "error": None}
 
 
 def usable_cores() -> int:
@@ -239,9 +242,9 @@ def claim_output(output: str | Path, settings: dict[str, Any]) -> None:
 
 
 def done_images(output: str | Path) -> set[str]:
-    """Images with a complete line in any rank's results or errors file."""
+    """Images with a complete line in any rank's results file."""
     done: set[str] = set()
-    for path in [*result_files(output), *error_files(output)]:
+    for path in result_files(output):
         done.update(r["image"] for r in iter_records(path) if isinstance(r.get("image"), str))
     return done
 
@@ -266,6 +269,11 @@ def run_rank(
         done = done_images(output)
         todo = [p for p in mine if p not in done]
         stats.todo = len(todo)
+        retried = done.union(todo)
+        # Before any retry: a kill after this leaves those images to do, never twice recorded.
+        filter_records(
+            error_file(output, rank), lambda r: r.get("image") not in retried, config.fsync
+        )
         # Opening the writers also truncates a line torn by a kill in this rank's files.
         results = ShardedJsonlWriter(output / "results", rank, config.shard_lines, config.fsync)
         errors = JsonlAppender(error_file(output, rank), config.fsync)
@@ -324,6 +332,19 @@ def _write_batch(
     stats.errors += len(bad)
 
 
+def check_model_runs(detector: Detector, checkpoint: str | Path) -> None:
+    """Fail at the start, not once per image, when the checkpoint's model cannot run at all."""
+    try:
+        detector.predict_tensors([torch.zeros(3, 64, 64, dtype=torch.uint8)], [None], 1)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever breaks on a blank image breaks on all
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise DetectionError(
+            f"{checkpoint}: the model cannot run ({type(err).__name__}: {first})"
+        ) from None
+
+
 def make_detector(config: InspectConfig, device: str | None = None) -> Detector:
     """The Detector a job's settings describe."""
     return Detector.from_checkpoint(
@@ -350,7 +371,9 @@ def _rank_process(
             # CPU ranks share the machine's cores instead of each starting one thread per core.
             device = "cpu"
             torch.set_num_threads(max(1, usable_cores() // config.devices))
-        stats = run_rank(config, rank, inputs, make_detector(config, device))
+        detector = make_detector(config, device)
+        check_model_runs(detector, config.checkpoint)
+        stats = run_rank(config, rank, inputs, detector)
         results.put(("ok", asdict(stats)))
     except BaseException as err:  # noqa: BLE001 - report any failure to the parent, then exit
         results.put(("error", f"rank {rank}: {type(err).__name__}: {err}"))
@@ -372,12 +395,19 @@ def _run_spawned(config: InspectConfig, inputs: list[str]) -> list[RankStats]:
     for process in processes:
         process.start()
     messages = []
-    while len(messages) < len(processes):
-        try:
-            messages.append(results.get(timeout=1.0))
-        except queue.Empty:
-            if all(not p.is_alive() for p in processes) and results.empty():
-                break  # a child died without reporting (killed, out of memory)
+    try:
+        while len(messages) < len(processes):
+            try:
+                messages.append(results.get(timeout=1.0))
+            except queue.Empty:
+                if all(not p.is_alive() for p in processes) and results.empty():
+                    break  # a child died without reporting (killed, out of memory)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM to this process only): the ranks stop too, their written
+        # lines are durable, and a restart resumes; left running, exit would wait for them.
+        for process in processes:
+            process.terminate()
+        raise
     for process in processes:
         process.join()
     problems = [text for kind, text in messages if kind == "error"]
@@ -414,6 +444,7 @@ def run_inspect(config: InspectConfig, detector: Detector | None = None) -> dict
     start = time.perf_counter()
     if config.devices == 1:
         detector = detector or make_detector(config)
+        check_model_runs(detector, config.checkpoint)
         claim_output(config.output, job_settings(config, detector.thresholds))
         runs = [run_rank(config, config.node_rank * config.devices, inputs, detector)]
     else:

@@ -16,20 +16,19 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.models.detection import FasterRCNN
 
-from detection.data.image_io import read_image
 from detection.errors import DetectionError
+from detection.images import MAX_PIXELS, ImageInput, check_image_tensor, image_tensor
 from detection.inference.tiling import merge_detections, tile_windows
 from detection.models.checkpoint import CheckpointMeta, load_model
 from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
-ImageInput = Union[str, Path, np.ndarray, Image.Image, torch.Tensor]  # noqa: UP007 - runtime alias
 PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed")
 
 
@@ -115,53 +114,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _array_to_tensor(array: np.ndarray, bgr: bool) -> torch.Tensor:
-    """HxW or HxWxC (C in 1, 3, 4) uint8/uint16/float array -> CHW uint8 or float 0..1 tensor."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an HxW or HxWxC image array (C 1, 3 or 4), got {array.shape}")
-    array = array[:, :, :3]  # drop alpha
-    if bgr and array.shape[2] == 3:
-        array = array[:, :, ::-1]
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    if array.dtype == np.uint16:
-        array = (array >> 8).astype(np.uint8)  # the high byte, as read_image does
-    if not array.flags.writeable:
-        array = array.copy()  # torch refuses to share read-only memory (e.g. PIL's buffers)
-    if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-    if np.issubdtype(array.dtype, np.floating):
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
-    raise ValueError(f"unsupported image array dtype {array.dtype}; use uint8, uint16 or float")
-
-
-def to_image_tensor(
-    image: ImageInput, bgr: bool = False, max_pixels: int | None = None
-) -> tuple[torch.Tensor, str | None]:
-    """Any supported input -> (CHW uint8 or float 0..1 RGB tensor, file name or None).
-
-    Paths are decoded with `read_image`; numpy arrays are RGB unless `bgr` (OpenCV's order);
-    PIL images are converted to RGB; tensors must be CHW, uint8 or float in 0..1.
-    """
-    if isinstance(image, str | Path):
-        return _array_to_tensor(read_image(image, max_pixels), bgr=False), str(image)
-    if isinstance(image, np.ndarray):
-        return _array_to_tensor(image, bgr), None
-    if isinstance(image, Image.Image):
-        return _array_to_tensor(np.asarray(image.convert("RGB")), bgr=False), None
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(
-                f"expected a CHW image tensor with 1 or 3 channels, got {tuple(image.shape)}"
-            )
-        if image.dtype != torch.uint8 and not image.is_floating_point():
-            raise ValueError(f"unsupported image tensor dtype {image.dtype}; use uint8 or float")
-        return (image.expand(3, -1, -1) if image.shape[0] == 1 else image), None
-    raise TypeError(f"unsupported image type {type(image).__name__}")
-
-
 def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
     """One image or many -> a list; a 4-D tensor is a batch of CHW images."""
     if isinstance(images, str | Path | np.ndarray | Image.Image):
@@ -187,7 +139,7 @@ class Detector:
         report_threshold: float = REPORT_DEFAULT,
         tile: int | None = None,
         overlap: float = 0.2,
-        max_pixels: int | None = None,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -238,8 +190,10 @@ class Detector:
     ) -> list[Prediction]:
         """Detect objects in one image or many; always returns a list, one Prediction per image.
 
-        Accepts file paths, numpy arrays (RGB, or BGR with `bgr=True`), PIL images and CHW tensors
-        (uint8, or float in 0..1), mixed freely. File errors raise ImageReadError.
+        Accepts file paths, numpy arrays (RGB, or BGR with `bgr=True`), PIL images and CHW tensors,
+        mixed freely: uint8 in 0..255 or float in 0..1 (16-bit arrays keep their high byte).
+        Anything else (floats above 1, NaN, an empty image, another dtype or shape, more than
+        `max_pixels`) raises a ValueError naming the input: its path, or "image #i".
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -247,10 +201,12 @@ class Detector:
         results: list[Prediction] = []
         for start in range(0, len(items), batch_size):
             loaded = [
-                to_image_tensor(x, bgr, self.max_pixels) for x in items[start : start + batch_size]
+                image_tensor(x, f"image #{i}", bgr=bgr, max_pixels=self.max_pixels)
+                for i, x in enumerate(items[start : start + batch_size], start)
             ]
-            tensors = [t for t, _ in loaded]
-            results.extend(self.predict_tensors(tensors, [n for _, n in loaded], batch_size))
+            results.extend(
+                self._predict([t for t, _ in loaded], [n for _, n in loaded], batch_size)
+            )
         return results
 
     def predict_tensors(
@@ -259,10 +215,20 @@ class Detector:
         names: Sequence[str | None] | None = None,
         batch_size: int | None = None,
     ) -> list[Prediction]:
-        """Predict RGB CHW uint8/float tensors in one go; tiles run `batch_size` at a time."""
+        """Predict RGB CHW tensors (uint8, or float in 0..1) in one go; tiles run `batch_size` at a
+        time. A tensor of another shape, dtype or range raises a ValueError naming it."""
+        names = list(names) if names is not None else [None] * len(images)
+        checked = [
+            check_image_tensor(image, name or f"image #{i}", self.max_pixels)
+            for i, (image, name) in enumerate(zip(images, names, strict=True))
+        ]
+        return self._predict(checked, names, batch_size)
+
+    def _predict(
+        self, images: Sequence[torch.Tensor], names: Sequence[str | None], batch_size: int | None
+    ) -> list[Prediction]:
         if not images:
             return []
-        names = list(names) if names is not None else [None] * len(images)
         on_device = [img.to(self.device, non_blocking=True) for img in images]
         if self.tile is None:
             outputs = self._forward(on_device, batch_size or len(on_device))
