@@ -34,7 +34,7 @@ _EXPORTS = {
     "export_torchscript": "detection.inference.export",
     "load_torchscript": "detection.inference.export",
     # data tools
-    "read_image": "detection.data.image_io",
+    "read_image": "detection.images",
     "generate_dataset": "detection.data.synthetic",
     "lint_coco": "detection.data.lint",
     "voc_to_coco": "detection.data.formats",
@@ -67,13 +67,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from detection.data.coco import CocoDetection
     from detection.data.datamodule import CocoDataModule
     from detection.data.formats import coco_to_voc, coco_to_yolo, voc_to_coco, yolo_to_coco
-    from detection.data.image_io import read_image
     from detection.data.lint import lint_coco
     from detection.data.synthetic import generate_dataset
     from detection.data.transforms import build_transforms
     from detection.errors import DetectionError, ImageReadError, InvalidInputError, WeightsError
     from detection.evaluation.coco import evaluate_coco
     from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
+    from detection.images import read_image
     from detection.inference.export import export_torchscript, load_torchscript
     from detection.inference.job import InspectConfig, run_inspect
     from detection.inference.predictor import Detector, Prediction

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,8 +12,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from detection.data.coco import to_float_image
-from detection.errors import DetectionError
+from detection.errors import DetectionError, InvalidInputError
+from detection.images import to_float_image
 from detection.lr_schedule import lr_factor
 from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
 from detection.models.faster_rcnn import build_model
@@ -42,6 +44,39 @@ def as_float_images(images: list[Tensor]) -> list[Tensor]:
     """Float [3,H,W] images in 0..1; uint8 or gray batches from a bare DataLoader are finished here
     (under a Trainer the data module already did it on the device, and this is a no-op)."""
     return [to_float_image(image) for image in images]
+
+
+# Numbers no run can use, refused before anything is built: name -> (test, what it must be).
+# A list (min_size, milestones) is checked item by item; None means "not set".
+_NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "num_classes": (lambda v: v >= 1, "1 or more"),
+    "min_size": (lambda v: v >= 1, "1 or more"),
+    "max_size": (lambda v: v >= 1, "1 or more"),
+    "lr": (lambda v: v > 0, "above 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "milestones": (lambda v: v >= 0, "0 or more"),
+    "gamma": (lambda v: v > 0, "above 0"),
+    "warmup_iters": (lambda v: v >= 0, "0 or more"),
+    "warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "max_nonfinite_steps": (lambda v: v >= 1, "1 or more"),
+    "iou_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "score_threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "target_recall": (lambda v: 0 < v <= 1, "in (0, 1]"),
+}
+
+
+def check_hyperparameters(values: Mapping[str, Any]) -> None:
+    """Refuse impossible DetectionModule arguments (a negative lr...) with a one-line error."""
+    for name, (ok, rule) in _NUMBER_RULES.items():
+        value = values.get(name)
+        for number in value if isinstance(value, list | tuple) else [value]:
+            if number is None:
+                continue
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise InvalidInputError(None, f"must be a number, got {number!r}", field=name)
+            if not math.isfinite(number) or not ok(number):
+                raise InvalidInputError(None, f"must be {rule}, got {number!r}", field=name)
 
 
 class DetectionModule(L.LightningModule):
@@ -84,14 +119,18 @@ class DetectionModule(L.LightningModule):
         if num_classes is None:
             num_classes = len(class_names) if class_names else None
         if num_classes is None:
-            raise ValueError("DetectionModule needs num_classes or class_names")
+            raise InvalidInputError(None, "DetectionModule needs num_classes or class_names")
+        check_hyperparameters(locals())
         class_names = (
             list(class_names) if class_names else [f"class_{i}" for i in range(1, num_classes + 1)]
         )
         category_ids = list(category_ids) if category_ids else list(range(1, num_classes + 1))
         if not len(class_names) == len(category_ids) == num_classes:
-            raise ValueError(
-                f"num_classes={num_classes} but {len(class_names)} class names and {len(category_ids)} category ids"
+            raise InvalidInputError(
+                None,
+                f"num_classes={num_classes} but {len(class_names)} class names and "
+                f"{len(category_ids)} category ids",
+                field="num_classes",
             )
         self.save_hyperparameters()
         model_args = {"min_size": min_size, "max_size": max_size, **(model_kwargs or {})}

@@ -11,9 +11,10 @@ import pytest
 import torch
 from coco_fixtures import edit_json, truncate_file, write_coco
 
-from detection.data.coco import CocoDetection, read_categories, to_float_image
+from detection.data.coco import CocoDetection, read_categories
 from detection.data.transforms import build_transforms
 from detection.errors import ImageReadError, InvalidInputError
+from detection.images import to_float_image
 
 
 def _quiet(annotation_file, image_root, **kwargs):

@@ -141,12 +141,14 @@ def test_summary_coco_csv_and_drawn_images(finished: dict) -> None:
     assert drawn == sorted(failed_image_name(r["image"]) for r in failed)
 
 
-def test_rerun_of_a_finished_job_adds_nothing(finished: dict) -> None:
+def test_rerun_of_a_finished_job_only_retries_the_errors(finished: dict) -> None:
     before = [f.read_bytes() for f in result_files(finished["out"])]
     assert main(finished["argv"]) == EXIT_INPUT_ERRORS
     assert [f.read_bytes() for f in result_files(finished["out"])] == before
+    _, errors = all_records(finished["out"])
+    assert sorted(e["image"] for e in errors) == sorted(finished["bad"])  # once each, again
     summary = json.loads((finished["out"] / "summary.json").read_text())
-    assert summary["this_run"]["images"] == 0 and summary["complete"]
+    assert summary["this_run"]["images"] == len(finished["bad"]) and summary["complete"]
 
 
 def test_restart_with_other_settings_is_refused(

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     lint.add_argument("annotations", type=Path, help="COCO json")
     lint.add_argument("--images", type=Path, help="image folder that file_name is relative to")
     lint.add_argument("--decode", action="store_true", help="fully decode every image (slower)")
+    lint.add_argument(
+        "--max-pixels",
+        type=int,
+        help="images with more pixels are errors, with or without --decode (default: the same "
+        "limit as inspect and training; 0: no limit)",
+    )
     lint.add_argument("--json", action="store_true", help="print the result as json")
     lint.add_argument("--max-lines", type=int, default=50, help="findings printed per kind")
     return parser
@@ -99,8 +105,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _lint(args: argparse.Namespace) -> int:
     from detection.data.lint import KINDS, lint_coco
+    from detection.images import MAX_PIXELS
 
-    result = lint_coco(args.annotations, args.images, decode_images=args.decode)
+    max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels or None
+    result = lint_coco(
+        args.annotations, args.images, decode_images=args.decode, max_pixels=max_pixels
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0 if result.ok else 1

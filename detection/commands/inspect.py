@@ -7,8 +7,10 @@ import sys
 from typing import NoReturn
 
 from detection.errors import DetectionError
+from detection.images import MAX_PIXELS
 from detection.inference.job import InspectConfig, run_inspect
 from detection.inference.predictor import PRECISIONS
+from detection.interrupt import sigterm_as_interrupt
 from detection.thresholds import REPORT_DEFAULT, Thresholds, add_threshold_argument
 
 EXIT_OK = 0
@@ -21,7 +23,7 @@ exit status:
   0    every input was inspected
   2    bad arguments, checkpoint or output folder (one line on stderr)
   3    the job finished but some inputs could not be read: see OUT/errors.jsonl
-  130  interrupted: run the same command again to resume
+  130  interrupted (Ctrl-C or SIGTERM): run the same command again to resume
 
 outputs (in --output):
   results/part-<rank>-<n>.jsonl  one line per image: image, width, height, detections
@@ -111,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-pixels",
         type=int,
-        default=100_000_000,
-        help="refuse larger images without decoding them (default 100000000; 0: no limit)",
+        default=MAX_PIXELS,
+        help=f"refuse larger images without decoding them (default {MAX_PIXELS}; 0: no limit)",
     )
     parser.add_argument(
         "--save-images", action="store_true", help="save failed images with defects drawn"
@@ -135,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run `detection inspect`; returns the exit status described in --help."""
     args = build_parser().parse_args(argv)
+    with sigterm_as_interrupt() as terminated:
+        return _run(args, terminated)
+
+
+def _run(args: argparse.Namespace, terminated: list[bool]) -> int:
     try:
         config = InspectConfig(
             checkpoint=args.checkpoint,
@@ -163,7 +170,12 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("detection inspect: interrupted; run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (DetectionError, ValueError, OSError) as err:
+    except (DetectionError, ValueError, OSError, RuntimeError) as err:
+        if terminated[0]:  # e.g. a DataLoader worker that died of the same SIGTERM first
+            print("detection inspect: terminated; run the same command to resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if isinstance(err, RuntimeError) and not isinstance(err, DetectionError):
+            raise
         print(f"detection inspect: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     rate = summary["images_per_s"]

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detection.data.image_io import image_size, read_image
 from detection.data.transforms import apply_transforms, keeps_gray
 from detection.errors import ImageReadError, InvalidInputError
+from detection.images import MAX_PIXELS, image_size, read_image, to_tensor
 
 REQUIRED_KEYS = ("images", "annotations", "categories")
 
@@ -144,7 +144,7 @@ class CocoDetection(Dataset):
         image_root: str | Path,
         transforms: Transform | None = None,
         drop_images_without_annotations: bool = False,
-        max_pixels: int | None = None,
+        max_pixels: int | None = MAX_PIXELS,
         image_dtype: torch.dtype = torch.float32,
     ) -> None:
         if image_dtype not in (torch.float32, torch.uint8):
@@ -437,25 +437,3 @@ class CocoDetection(Dataset):
             "image_id": image_id,
         }
         return to_tensor(image, self.image_dtype), target
-
-
-def to_tensor(image: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 HxWx3 (or HxW gray) array to a tensor.
-
-    float32: [3,H,W] in 0..1. uint8: a [C,H,W] view without a copy, C = 1 for gray, to be
-    finished by ``to_float_image`` on the device.
-    """
-    image = np.ascontiguousarray(image)
-    tensor = torch.from_numpy(image[:, :, None] if image.ndim == 2 else image).permute(2, 0, 1)
-    if dtype == torch.uint8:
-        return tensor
-    return to_float_image(tensor)
-
-
-def to_float_image(image: torch.Tensor) -> torch.Tensor:
-    """A uint8 [C,H,W] image (C = 1 or 3) as contiguous float32 [3,H,W] in 0..1."""
-    if image.dtype != torch.uint8:
-        return image
-    if image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    return image.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)

@@ -14,11 +14,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, get_worker_info
 
-from detection.data.coco import CocoDetection, load_coco_json, read_categories, to_float_image
+from detection.data.coco import CocoDetection, load_coco_json, read_categories
 from detection.data.device_transforms import DEFAULT_DEVICE_TRANSFORMS, build_device_transforms
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
 from detection.errors import InvalidInputError
+from detection.images import MAX_PIXELS, to_float_image
 
 SPLITS = ("train", "val", "test", "predict")
 
@@ -88,7 +89,7 @@ class CocoDataModule(L.LightningDataModule):
         min_visibility: float = 0.0,
         aspect_ratio_group_factor: int = 3,
         drop_images_without_annotations: bool = False,
-        max_pixels: int | None = None,
+        max_pixels: int | None = MAX_PIXELS,
         uint8_images: bool = True,
     ) -> None:
         """Describe the splits; nothing is read until a property or setup() needs it."""

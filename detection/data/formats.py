@@ -19,10 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detection.data.image_io import image_size
 from detection.errors import ImageReadError, InvalidInputError
+from detection.images import IMAGE_EXTENSIONS, image_size
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 
 Coco = dict[str, Any]

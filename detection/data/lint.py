@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detection.data.image_io import image_size, read_image
 from detection.errors import InvalidInputError
+from detection.images import MAX_PIXELS, image_size, read_image
 
 ERROR = "error"
 WARNING = "warning"
@@ -156,8 +156,13 @@ def lint_coco(
     images_dir: str | Path | None = None,
     *,
     decode_images: bool = False,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> LintResult:
-    """Lint a COCO file; with ``images_dir``, also check every image exists, reads and has the stated size."""
+    """Lint a COCO file; with ``images_dir``, also check every image exists, reads and has the stated size.
+
+    Images are read from their header, or fully decoded with ``decode_images``; either way one
+    with more than ``max_pixels`` pixels (None: no limit) is an unreadable-image error.
+    """
     path = Path(annotation_file)
     result = LintResult(str(path), str(images_dir) if images_dir is not None else None)
     lint = _Linter(result)
@@ -265,23 +270,30 @@ def lint_coco(
             continue
         seen_files[file_name] = name
         if images_dir is not None:
-            _check_image(lint, Path(images_dir) / file_name, name, sizes[image_id], decode_images)
+            _check_image(
+                lint, Path(images_dir) / file_name, name, sizes[image_id], decode_images, max_pixels
+            )
     return result
 
 
 def _check_image(
-    lint: _Linter, path: Path, name: str, size: tuple[float, float], decode: bool
+    lint: _Linter,
+    path: Path,
+    name: str,
+    size: tuple[float, float],
+    decode: bool,
+    max_pixels: int | None,
 ) -> None:
-    """Existence, readability (header, or a full decode) and size agreement of one image."""
-    if not path.is_file():
+    """Existence, readability (header, or a full decode), pixel limit and size of one image."""
+    if not path.exists():
         lint.add("missing-image", name, "file_name", f"{path} does not exist")
         return
     try:
         if decode:
-            pixels = read_image(path)
+            pixels = read_image(path, max_pixels)
             actual = (int(pixels.shape[1]), int(pixels.shape[0]))
         else:
-            actual = image_size(path)
+            actual = image_size(path, max_pixels)
     except InvalidInputError as exc:
         lint.add("unreadable-image", name, "file_name", f"{path}: {exc.problem}")
         return

@@ -9,19 +9,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from detection.errors import InvalidInputError
+from detection.images import IMAGE_EXTENSIONS
 
-# Extensions OpenCV decodes; compared lower-case.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
-)
 # A file with one of these suffixes given as --input is read as a list of image paths.
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 _GLOB_CHARS = frozenset("*?[")
-
-
-def is_image_name(name: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> bool:
-    """True when `name` has one of the image extensions (case-insensitive)."""
-    return os.path.splitext(name)[1].lower() in extensions
 
 
 def _walk_folder(folder: str, exclude: set[str], extensions: frozenset[str]) -> list[str]:
@@ -68,8 +60,9 @@ def discover_inputs(
 ) -> list[str]:
     """Resolve --input values (folder, glob, list file or image file) to sorted absolute paths.
 
-    Folders are searched recursively for image extensions; glob matches and list entries are
-    taken as given (a non-image among them is reported as a bad input by the job, not dropped).
+    Folders are searched recursively for image extensions; glob matches, list entries and files
+    named directly are taken as given (a non-image among them, or a FIFO, device or socket, is
+    reported as a bad input by the job, never dropped or read here).
     """
     extensions = frozenset(e.lower() for e in extensions)
     excluded = {os.path.abspath(p) for p in exclude}
@@ -80,10 +73,10 @@ def discover_inputs(
             paths.extend(_walk_folder(spec, excluded, extensions))
         elif os.path.isfile(spec) and Path(spec).suffix.lower() in LIST_SUFFIXES:
             paths.extend(_read_list(Path(spec)))
-        elif os.path.isfile(spec):
-            paths.append(spec)
+        elif os.path.exists(spec):
+            paths.append(spec)  # an image file, or a FIFO, device or socket the job reports
         elif _GLOB_CHARS & set(spec):
-            matches = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+            matches = [p for p in glob.glob(spec, recursive=True) if not os.path.isdir(p)]
             if not matches:
                 raise InvalidInputError(spec, "pattern matches no files")
             paths.extend(matches)

@@ -11,7 +11,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -61,6 +61,28 @@ def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(record, dict):
                 yield record
+
+
+def filter_records(
+    path: str | Path, keep: Callable[[dict[str, Any]], bool], fsync: bool = True
+) -> int:
+    """Rewrite a JSON Lines file with only the complete records `keep` accepts, atomically (a kill
+    leaves the old file or the new one); returns the records dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    records = list(iter_records(path))
+    kept = [r for r in records if keep(r)]
+    if len(kept) == len(records):
+        return 0  # a torn last line, if any, is the appender's to repair
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(b"".join(dumps_line(r) for r in kept))
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(records) - len(kept)
 
 
 def dumps_line(record: dict[str, Any]) -> bytes:
