@@ -2,7 +2,7 @@
 
 Every stage writes into one folder and is skipped on a re-run when its output is complete:
 
-    OUT/recipe.yaml       the settings actually used (configs/demo_*.yaml plus command-line overrides)
+    OUT/recipe.yaml       the settings actually used (the packaged recipe plus command-line overrides)
     OUT/data/             generated COCO data: annotations/{train,val,test}.json, images/
     OUT/checkpoints/      best-*.ckpt (by val/mAP), last.ckpt, training.json once training ended
     OUT/logs/             Lightning's CSV metrics
@@ -19,6 +19,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ import yaml
 
 from detection.errors import DetectionError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Packaged with the code (configs/demo_*.yaml link here, for users to copy and edit).
+RECIPE_DIR = resources.files("detection") / "recipes"
 RECIPES = {"cpu": "demo_cpu.yaml", "cuda": "demo_gpu.yaml"}
 SECTIONS = ("seed", "synthetic", "model", "data", "trainer", "inspect", "report")
 SPLITS = ("train", "val", "test")
@@ -59,8 +61,8 @@ def load_recipe(
     steps: int | None = None,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """The demo settings: the device's configs/demo_*.yaml (or `config`) plus overrides."""
-    path = Path(config) if config is not None else CONFIG_DIR / RECIPES[device]
+    """The demo settings: the device's packaged recipe (or `config`) plus overrides."""
+    path = Path(config) if config is not None else RECIPE_DIR / RECIPES[device]
     if not path.is_file():
         raise DetectionError(f"{path}: demo recipe not found; pass one with --config")
     recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

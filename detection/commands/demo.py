@@ -22,9 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         choices=["auto", "cpu", "cuda"],
         default="auto",
-        help="auto: CUDA when visible; picks configs/demo_cpu.yaml or configs/demo_gpu.yaml",
+        help="auto: CUDA when visible; picks the recipe demo_cpu.yaml or demo_gpu.yaml (packaged "
+        "in detection/recipes/; configs/ in the repository links to them)",
     )
-    parser.add_argument("--config", type=Path, help="another recipe instead of configs/demo_*.yaml")
+    parser.add_argument(
+        "--config", type=Path, help="another recipe (e.g. an edited copy of configs/demo_cpu.yaml)"
+    )
     parser.add_argument("--images", type=int, help="total synthetic images (train+val+test)")
     parser.add_argument("--size", type=int, help="image side in pixels (also the model's input)")
     group = parser.add_mutually_exclusive_group()
