@@ -1,4 +1,4 @@
-"""`detection export`: a checkpoint as one TorchScript file with its class names and thresholds."""
+"""`detection export`: a checkpoint as one ONNX or TorchScript file with its class names and thresholds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from detection.commands.inspect import EXIT_USAGE, CommandParser, add_threshold_arguments
 from detection.errors import DetectionError
-from detection.inference.export import export_torchscript
+from detection.inference.export import export_model
 from detection.thresholds import Thresholds
 
 
@@ -15,11 +15,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `detection export`."""
     parser = CommandParser(
         prog="detection export",
-        description="Export a checkpoint to TorchScript (runs with torch alone; class names and "
-        "thresholds are stored in the file as extra file 'detection.json').",
+        description="Export a checkpoint to ONNX (--out *.onnx: runs with onnxruntime, class names "
+        "and thresholds in the model's metadata) or TorchScript (any other suffix: runs with torch "
+        "alone, class names and thresholds in the extra file 'detection.json').",
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint (.ckpt) of a trained model")
-    parser.add_argument("--out", required=True, help="TorchScript file to write, e.g. model.pt")
+    parser.add_argument(
+        "--out", required=True, help="file to write: model.onnx (ONNX) or model.pt (TorchScript)"
+    )
     add_threshold_arguments(parser)
     return parser
 
@@ -28,7 +31,7 @@ def main(argv: list[str]) -> int:
     """Run `detection export`; returns 0, or 2 with one line on stderr."""
     args = build_parser().parse_args(argv)
     try:
-        path = export_torchscript(
+        path = export_model(
             args.checkpoint,
             args.out,
             thresholds=Thresholds.parse(args.threshold),

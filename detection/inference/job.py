@@ -33,9 +33,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from detection.coco_format import results
 from detection.errors import DetectionError
 from detection.images import MAX_PIXELS, read_image, to_tensor
 from detection.inference.draw import draw_prediction, save_image
+from detection.inference.onnx_model import read_meta
 from detection.inference.predictor import Detector, resolve_device
 from detection.inference.sources import discover_inputs, shard_items
 from detection.inference.writer import (
@@ -48,7 +50,6 @@ from detection.inference.writer import (
     iter_records,
     result_files,
 )
-from detection.models.checkpoint import read_checkpoint
 from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
 JOB_FILE = "job.json"
@@ -450,7 +451,7 @@ def run_inspect(config: InspectConfig, detector: Detector | None = None) -> dict
     else:
         if detector is not None:
             raise ValueError("pass no detector with devices > 1: each rank loads its own")
-        meta, _ = read_checkpoint(config.checkpoint)
+        meta = read_meta(config.checkpoint)
         # What each rank's Detector will use, without loading a model here.
         thresholds = meta.thresholds.updated(config.thresholds).resolve(meta.class_names)
         claim_output(config.output, job_settings(config, thresholds))
@@ -570,15 +571,8 @@ def summarize(
 
 
 def _coco_entry(image: str, image_id: int, det: dict[str, Any]) -> str:
-    x0, y0, x1, y1 = det["bbox"]
-    entry = {
-        "image_id": image_id,
-        "file_name": image,
-        "category_id": det["category_id"],
-        "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-        "score": det["score"],
-    }
-    return json.dumps(entry)
+    (result,) = results(image_id, [det["bbox"]], [det["score"]], [det["category_id"]], decimals=2)
+    return json.dumps({"image_id": image_id, "file_name": image, **result})
 
 
 def _csv_rows(record: dict[str, Any]) -> list[list[Any]]:

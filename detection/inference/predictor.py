@@ -25,6 +25,7 @@ from torchvision.models.detection import FasterRCNN
 
 from detection.errors import DetectionError
 from detection.images import MAX_PIXELS, ImageInput, check_image_tensor, image_tensor
+from detection.inference.onnx_model import is_onnx, load_onnx
 from detection.inference.tiling import merge_detections, tile_windows
 from detection.models.checkpoint import CheckpointMeta, load_model
 from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
@@ -168,8 +169,9 @@ class Detector:
         thresholds: ThresholdsLike = None,
         **kwargs: Any,
     ) -> Detector:
-        """Load a checkpoint written by DetectionModule; kwargs go to `Detector(...)`."""
-        model, meta = load_model(path)
+        """Load a checkpoint written by DetectionModule, or an exported .onnx model (run with
+        onnxruntime); kwargs go to `Detector(...)`."""
+        model, meta = load_onnx(path) if is_onnx(path) else load_model(path)
         return cls(model, meta, device=device, precision=precision, thresholds=thresholds, **kwargs)
 
     @property
