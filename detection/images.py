@@ -59,7 +59,7 @@ def _not_regular(mode: int) -> str | None:
 
 
 def open_regular(path: str | Path) -> BinaryIO:
-    """Open a regular file for binary reading; anything else is an ImageReadError, never opened.
+    """Open a non-empty regular file for binary reading; anything else is an ImageReadError.
 
     The mode is checked before opening (opening a device can act on it), and again on the open
     descriptor: a non-blocking open returns at once even if a FIFO replaced the file meanwhile.
@@ -79,7 +79,10 @@ def open_regular(path: str | Path) -> BinaryIO:
             raise ImageReadError(
                 path, f"cannot open the file ({error.strerror or error})"
             ) from None
-        problem = _not_regular(os.fstat(fd).st_mode)
+        status = os.fstat(fd)
+        problem = _not_regular(status.st_mode)
+        if problem is None and status.st_size == 0:
+            problem = "file is empty (0 bytes)"
         if problem is None:
             return os.fdopen(fd, "rb")
         os.close(fd)
@@ -117,8 +120,6 @@ def read_image(
             raise ImageReadError(
                 path, f"cannot read the file ({error.strerror or error})"
             ) from None
-    if data.size == 0:
-        raise ImageReadError(path, "file is empty (0 bytes)")
     _check_complete(path, data)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -184,6 +185,8 @@ def check_image_tensor(
         raise InvalidInputError(
             name, f"unsupported tensor dtype {image.dtype}; use uint8 or float in 0..1"
         )
+    if image.numel() == 0:
+        raise InvalidInputError(name, f"has no pixels (shape {tuple(image.shape)})")
     _check_pixels(name, (image.shape[2], image.shape[1]), max_pixels, InvalidInputError)
     if image.is_floating_point():
         low, high = torch.aminmax(image.detach())
@@ -229,7 +232,7 @@ def _pixels(
             name, f"expected an HxW or HxWxC image array (C 1 to 4), got shape {image.shape}"
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise error(name, f"image is empty (shape {image.shape})")
+        raise error(name, f"has no pixels (shape {image.shape})")
     _check_pixels(name, (image.shape[1], image.shape[0]), max_pixels, error)
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
