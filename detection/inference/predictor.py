@@ -24,7 +24,13 @@ from PIL import Image
 from torchvision.models.detection import FasterRCNN
 
 from detection.errors import DetectionError
-from detection.images import MAX_PIXELS, ImageInput, check_image_tensor, image_tensor
+from detection.images import (
+    MAX_PIXELS,
+    ImageInput,
+    check_image_tensor,
+    image_tensor,
+    to_float_image,
+)
 from detection.inference.onnx_model import is_onnx, load_onnx
 from detection.inference.tiling import merge_detections, tile_windows
 from detection.models.checkpoint import CheckpointMeta, load_model
@@ -256,10 +262,7 @@ class Detector:
         outputs: list[dict[str, torch.Tensor]] = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(images), batch_size):
-                chunk = [
-                    img.float().div_(255.0) if img.dtype == torch.uint8 else img.float()
-                    for img in images[start : start + batch_size]
-                ]
+                chunk = [to_float_image(img).float() for img in images[start : start + batch_size]]
                 outputs.extend(self.model(chunk))
         return outputs
 
