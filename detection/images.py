@@ -270,10 +270,8 @@ def _check_float_range(
     if not (np.isfinite(low) and np.isfinite(high)):
         raise error(name, "has NaN or infinite pixel values")
     if low < -_FLOAT_SLACK or high > 1.0 + _FLOAT_SLACK:
-        hint = " (divide 0..255 values by 255)" if high > 1.0 else ""
-        raise error(
-            name, f"float pixels must lie in 0..1, found {low:g}..{high:g}{hint}; or pass uint8"
-        )
+        hint = " (divide 0..255 values by 255, or pass uint8)" if high > 1.0 else ""
+        raise error(name, f"float pixels must lie in 0..1, found {low:g}..{high:g}{hint}")
 
 
 def _check_pixels(

@@ -288,3 +288,14 @@ def test_dataset_refuses_each_bad_file_naming_path_and_record(tmp_path):
     annotation_file.write_text(json.dumps(data))
     with pytest.raises(ImageReadError, match=f"part.png: .*id {fifo['id']}.* named pipe"):
         within(10, lambda: CocoDetection(annotation_file, images))
+
+
+def test_float_tiff_files_follow_the_float_rule(tmp_path):
+    scaled = tmp_path / "scaled.tiff"
+    assert cv2.imwrite(str(scaled), np.full((4, 5), 0.5, np.float32))
+    assert (read_image(scaled) == 128).all()
+    raw = tmp_path / "raw.tiff"
+    assert cv2.imwrite(str(raw), np.full((4, 5), 200.0, np.float32))
+    with pytest.raises(ImageReadError) as info:
+        read_image(raw)
+    _one_line_naming(info.value, str(raw), "must lie in 0..1, found 200..200")
