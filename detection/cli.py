@@ -22,11 +22,15 @@ USAGE_EXTRA = "\n".join(f"  detection {name} --help" for name in EXTRA_COMMANDS)
 def run_lightning(argv: list[str] | None) -> None:
     """fit / validate / test / predict through LightningCLI."""
     # Imported here so that `detection data ...` and friends start without loading Lightning.
+    import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from detection.data.datamodule import CocoDataModule
     from detection.lightning_module import DetectionModule
+    from detection.training_logs import PRCurveImages, default_logger, quiet_dependencies
+
+    quiet_dependencies()
 
     class DetectionCLI(LightningCLI):
         """LightningCLI with the class list linked from data to model, and checkpoints forced."""
@@ -45,6 +49,11 @@ def run_lightning(argv: list[str] | None) -> None:
                     "checkpoint.auto_insert_metric_name": False,
                 }
             )
+
+        def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+            # TensorBoard + CSV in the run folder unless the config names a logger (or false).
+            config["logger"] = default_logger(config)
+            return super()._instantiate_trainer(config, [*callbacks, PRCurveImages()])
 
     DetectionCLI(
         DetectionModule,

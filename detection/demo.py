@@ -5,7 +5,7 @@ Every stage writes into one folder and is skipped on a re-run when its output is
     OUT/recipe.yaml       the settings actually used (the packaged recipe plus command-line overrides)
     OUT/data/             generated COCO data: annotations/{train,val,test}.json, images/
     OUT/checkpoints/      best-*.ckpt (by val/mAP), last.ckpt, training.json once training ended
-    OUT/logs/             Lightning's CSV metrics
+    OUT/logs/             TensorBoard events and CSV metrics (`tensorboard --logdir OUT/logs`)
     OUT/inspection/       the batch inspection job over the test images (JSONL, summary.json, failed/)
     OUT/report/           metrics.json, plots, examples/, README.md, summary.json
     OUT/timings.json      wall and CPU seconds per stage
@@ -205,13 +205,14 @@ def train(out: Path, recipe: dict[str, Any], data: dict[str, Path], progress: bo
     """Train in-process with Lightning, resuming from last.ckpt; return the best checkpoint."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from detection.data.datamodule import CocoDataModule
     from detection.lightning_module import DetectionModule
+    from detection.training_logs import quiet_dependencies, training_callbacks, training_loggers
 
     checkpoints = out / "checkpoints"
     images = out / "data" / "images"
+    quiet_dependencies()
     L.seed_everything(recipe["seed"], verbose=False)
     datamodule = CocoDataModule(
         **{f"{split}_annotations": str(data[split]) for split in SPLITS},
@@ -235,8 +236,8 @@ def train(out: Path, recipe: dict[str, Any], data: dict[str, Path], progress: bo
     trainer = L.Trainer(
         default_root_dir=out,
         devices=1,
-        callbacks=[checkpoint],
-        logger=CSVLogger(out, name="logs"),
+        callbacks=[checkpoint, *training_callbacks()],
+        logger=training_loggers(out, name="logs"),
         enable_progress_bar=progress,
         **recipe["trainer"],
     )
@@ -337,7 +338,7 @@ def draw_examples(
     count: int,
 ) -> list[Path]:
     """Side-by-side PNGs of a few test images: ground truth left, failing detections right."""
-    from detection.data.image_io import read_image
+    from detection.images import read_image
     from detection.inference.draw import draw_boxes, save_image
 
     if count <= 0 or not gt_images:

@@ -35,6 +35,13 @@ def plot_pr_curves(
     curves: Mapping[str, ClassCurve], thresholds: Mapping[str, float], iou: float, path: Path
 ) -> Path:
     """Precision against recall per class, with each class's operating point marked."""
+    return _save(pr_curves_figure(curves, thresholds, iou), path)
+
+
+def pr_curves_figure(
+    curves: Mapping[str, ClassCurve], thresholds: Mapping[str, float], iou: float
+) -> Figure:
+    """The figure of `plot_pr_curves` (also drawn into TensorBoard at each validation)."""
     fig = Figure(figsize=(7, 6))
     ax = fig.subplots()
     plotted = _plottable(curves)
@@ -48,7 +55,8 @@ def plot_pr_curves(
     ax.grid(alpha=0.3)
     if plotted and len(curves) <= MAX_LEGEND_CLASSES:
         ax.legend(fontsize="small", loc="lower left")
-    return _save(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def plot_f1_curves(
@@ -93,16 +101,22 @@ def plot_confusion_matrix(confusion: Mapping, path: Path) -> Path:
     return _save(fig, path)
 
 
+def operating_point(report: Mapping) -> tuple[dict[str, float], float]:
+    """A report's threshold per class and the IoU its matches used."""
+    op = report["operating_point"]
+    thresholds = {name: stats["threshold"] for name, stats in op["per_class"].items()}
+    return thresholds, op["iou_threshold"]
+
+
 def save_plots(
     curves: Mapping[str, ClassCurve], report: Mapping, out_dir: str | Path
 ) -> list[Path]:
     """Write pr_curves.png, f1_vs_threshold.png and confusion_matrix.png; return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    op = report["operating_point"]
-    thresholds = {name: stats["threshold"] for name, stats in op["per_class"].items()}
+    thresholds, iou = operating_point(report)
     return [
-        plot_pr_curves(curves, thresholds, op["iou_threshold"], out_dir / "pr_curves.png"),
+        plot_pr_curves(curves, thresholds, iou, out_dir / "pr_curves.png"),
         plot_f1_curves(curves, thresholds, out_dir / "f1_vs_threshold.png"),
         plot_confusion_matrix(
             report["image_level"]["confusion_matrix"], out_dir / "confusion_matrix.png"
