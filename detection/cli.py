@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
-from detection.errors import DetectionError
+from detection.errors import DetectionError, WeightsError
 
 # Extra subcommands: each module exposes `main(argv: list[str]) -> int`.
 EXTRA_COMMANDS = {
@@ -17,16 +18,20 @@ EXTRA_COMMANDS = {
     "demo": "detection.commands.demo",
 }
 USAGE_EXTRA = "\n".join(f"  detection {name} --help" for name in EXTRA_COMMANDS)
+# --ckpt_path values Lightning resolves itself rather than as a file path.
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 
-def run_lightning(argv: list[str] | None) -> None:
-    """fit / validate / test / predict through LightningCLI."""
+def run_lightning(argv: list[str] | None) -> int:
+    """fit / validate / test / predict through LightningCLI; returns the exit status."""
     # Imported here so that `detection data ...` and friends start without loading Lightning.
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from detection.commands.inspect import EXIT_INTERRUPTED, EXIT_USAGE
     from detection.data.datamodule import CocoDataModule
+    from detection.failure_checkpoint import FailureCheckpoint
     from detection.lightning_module import DetectionModule
     from detection.training_logs import PRCurveImages, default_logger, quiet_dependencies
 
@@ -55,14 +60,71 @@ def run_lightning(argv: list[str] | None) -> None:
             config["logger"] = default_logger(config)
             return super()._instantiate_trainer(config, [*callbacks, PRCurveImages()])
 
-    DetectionCLI(
-        DetectionModule,
-        CocoDataModule,
-        args=argv,
-        trainer_defaults={"callbacks": [LearningRateMonitor(logging_interval="step")]},
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"epilog": f"Other commands:\n{USAGE_EXTRA}"},
-    )
+        def before_fit(self) -> None:
+            if not self.trainer.loggers:  # the monitor refuses to start without a logger
+                callbacks = self.trainer.callbacks
+                callbacks[:] = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+            self._check_ckpt_path()
+
+        def _check_ckpt_path(self) -> None:
+            path = self.config_init[self.subcommand].get("ckpt_path")
+            if path is not None:
+                check_ckpt_path(str(path), self.model, training=self.subcommand == "fit")
+
+        def _parse_ckpt_path(self) -> None:
+            # Lightning >= 2.5 loads --ckpt_path here, before any hook: check the file first.
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if path is not None:
+                check_ckpt_path(str(path))
+            if hasattr(LightningCLI, "_parse_ckpt_path"):
+                super()._parse_ckpt_path()
+
+        before_validate = before_test = before_predict = _check_ckpt_path
+
+    failure = FailureCheckpoint()
+    try:
+        DetectionCLI(
+            DetectionModule,
+            CocoDataModule,
+            args=argv,
+            trainer_defaults={"callbacks": [LearningRateMonitor(logging_interval="step"), failure]},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"epilog": f"Other commands:\n{USAGE_EXTRA}"},
+        )
+    except SystemExit:
+        if failure.stopped_by is None:  # --help, or a usage error jsonargparse printed
+            raise
+        print(f"error: {failure.stopped_by}{failure.resume_hint()}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DetectionError as err:
+        print(f"error: {one_line(err)}{failure.resume_hint()}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def check_ckpt_path(path: str, module: Any = None, *, training: bool = False) -> None:
+    """Refuse a --ckpt_path that cannot work, in one line, before Lightning tries it: not a
+    detection checkpoint, no training state to resume, or another model than `module`'s."""
+    from detection.models.checkpoint import open_checkpoint
+
+    if path in LIGHTNING_CKPT_NAMES or "://" in path:
+        return  # Lightning resolves these names and remote paths itself
+    meta, ckpt = open_checkpoint(path, mmap=True)
+    if module is None:
+        return
+    if training and "optimizer_states" not in ckpt:
+        raise WeightsError(
+            f"{path}: holds only weights (saved with save_weights_only), no training state to "
+            "resume; start from its weights with --model.weights instead"
+        )
+    ours = (meta.model_name, meta.class_names)
+    theirs = (module.meta.model_name, module.meta.class_names)
+    if ours != theirs:
+        raise WeightsError(
+            f"{path}: trained as {ours[0]} on classes {ours[1]}, but this run builds "
+            f"{theirs[0]} on classes {theirs[1]}"
+        )
 
 
 def one_line(err: BaseException) -> str:
@@ -81,11 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(EXTRA_COMMANDS[words[0]])
             return int(module.main(words[1:]) or 0)
         # LightningCLI reads sys.argv itself when given None, and warns when given both.
-        run_lightning(argv)
+        return run_lightning(argv)
     except DetectionError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, get_worker_info
 
 from detection.data.coco import CocoDetection, load_coco_json, read_categories
 from detection.data.device_transforms import DEFAULT_DEVICE_TRANSFORMS, build_device_transforms
+from detection.data.image_check import check_images
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
 from detection.errors import InvalidInputError
@@ -66,6 +68,10 @@ class CocoDataModule(L.LightningDataModule):
     batches; see detection.data.device_transforms) are YAML-style lists. Code that iterates
     the loaders itself calls ``datamodule.finish_batch(batch, augment=is_training_batch)``
     after moving each batch, or sets ``uint8_images=False`` and ``device_transforms=None``.
+
+    ``setup`` fails before the work on an empty split and, with ``check_images`` (the default),
+    on any image of its splits that is not a readable regular file of the size its json says
+    (headers only, in parallel; see detection.data.image_check).
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class CocoDataModule(L.LightningDataModule):
         drop_images_without_annotations: bool = False,
         max_pixels: int | None = MAX_PIXELS,
         uint8_images: bool = True,
+        check_images: bool = True,
     ) -> None:
         """Describe the splits; nothing is read until a property or setup() needs it."""
         super().__init__()
@@ -123,6 +130,8 @@ class CocoDataModule(L.LightningDataModule):
         self.aspect_ratio_group_factor = aspect_ratio_group_factor
         self.drop_images_without_annotations = drop_images_without_annotations
         self.max_pixels = max_pixels
+        self.check_images = check_images
+        self._checked: set[str] = set()
         self.uint8_images = uint8_images
         # Built now so that a bad transform spec fails when the config is read, not mid-run.
         self.train_transforms = build_transforms(
@@ -182,6 +191,26 @@ class CocoDataModule(L.LightningDataModule):
                 self.datasets[split] = self._build_dataset(split)
         if stage == "fit" and "train" not in self.datasets:
             raise InvalidInputError(None, "fit needs a training set", field="train_annotations")
+        for split in needed:
+            if split in self.datasets and split not in self._checked:
+                self._check_split(split)
+
+    def _check_split(self, split: str) -> None:
+        """Fail before the work: an empty split, or (with check_images) any unreadable image."""
+        dataset = self.datasets[split]
+        if len(dataset) == 0:
+            kept = " with annotations" if dataset.drop_images_without_annotations else ""
+            raise InvalidInputError(dataset.annotation_file, f"has no images{kept}", field="images")
+        if self.check_images:
+            trainer = self.trainer
+            finished = check_images(
+                dataset,
+                max_pixels=self.max_pixels,
+                stop=lambda: trainer is not None and trainer.received_sigterm,
+            )
+            if not finished:
+                raise SIGTERMException
+        self._checked.add(split)
 
     def _build_dataset(self, split: str) -> CocoDetection:
         path = self._annotations[split]

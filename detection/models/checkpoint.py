@@ -49,14 +49,20 @@ class CheckpointMeta:
         return cls(**fields, thresholds=Thresholds.from_checkpoint(data))
 
 
-def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
-    """Load a DetectionModule checkpoint without running code: (meta, model state dict)."""
-    ckpt = safe_torch_load(path, "checkpoint")
+def open_checkpoint(path: str | Path, *, mmap: bool = False) -> tuple[CheckpointMeta, dict]:
+    """(meta, whole checkpoint dict) of a DetectionModule checkpoint, loaded without running code;
+    anything else is a one-line WeightsError. ``mmap`` leaves the tensors in the file."""
+    ckpt = safe_torch_load(path, "checkpoint", mmap=mmap)
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise WeightsError(f"{path}: not a detection checkpoint (no '{CHECKPOINT_KEY}' section)")
     if not isinstance(ckpt["state_dict"], dict):
         raise WeightsError(f"{path}: field 'state_dict': must be a dict of tensors")
-    meta = _meta_from_dict(path, ckpt[CHECKPOINT_KEY])
+    return _meta_from_dict(path, ckpt[CHECKPOINT_KEY]), ckpt
+
+
+def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
+    """Load a DetectionModule checkpoint without running code: (meta, model state dict)."""
+    meta, ckpt = open_checkpoint(path)
     state = {
         k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
     }

@@ -124,8 +124,11 @@ def _backbone_enum(weights_backbone: str | None, model: str) -> Any:
         return weights_backbone
 
 
-def safe_torch_load(path: str | Path, what: str = "weights") -> Any:
-    """`torch.load` that cannot run code (a checkpoint from a stranger), with one-line errors."""
+def safe_torch_load(path: str | Path, what: str = "weights", *, mmap: bool = False) -> Any:
+    """`torch.load` that cannot run code (a checkpoint from a stranger), with one-line errors.
+
+    ``mmap`` maps tensors from the file instead of reading them, for a quick look inside.
+    """
     path = Path(path)
     try:
         info = path.stat()
@@ -137,7 +140,7 @@ def safe_torch_load(path: str | Path, what: str = "weights") -> Any:
     if info.st_size == 0:
         raise WeightsError(f"{path}: {what} file is empty (0 bytes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise WeightsError(f"{path}: cannot load {what} safely: {_load_problem(err)}") from None
 
@@ -149,6 +152,8 @@ def _load_problem(err: Exception) -> str:
         return "it holds Python objects that would run code when loaded (refused)"
     if "central directory" in text or isinstance(err, EOFError):
         return "truncated or corrupt file (an interrupted copy or save?)"
+    if "_use_new_zipfile_serialization" in text:  # mmap refuses the legacy format
+        return "not a torch zip archive, as every Lightning checkpoint is"
     return f"not a torch checkpoint ({type(err).__name__}: {first_line(err)})"
 
 
