@@ -26,6 +26,8 @@ _EXPORTS = {
     "evaluate_coco": "detection.evaluation.coco",
     "evaluate_detections": "detection.evaluation.evaluator",
     "DetectionEvaluator": "detection.evaluation.evaluator",
+    "evaluate_checkpoint": "detection.evaluation.checkpoint_eval",
+    "Thresholds": "detection.thresholds",
     # inference
     "Detector": "detection.inference.predictor",
     "Prediction": "detection.inference.predictor",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from detection.data.synthetic import generate_dataset
     from detection.data.transforms import build_transforms
     from detection.errors import DetectionError, ImageReadError, InvalidInputError, WeightsError
+    from detection.evaluation.checkpoint_eval import evaluate_checkpoint
     from detection.evaluation.coco import evaluate_coco
     from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
     from detection.images import read_image
@@ -80,3 +83,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from detection.lightning_module import DetectionModule
     from detection.models.checkpoint import CheckpointMeta, load_model
     from detection.models.faster_rcnn import available_models, build_model
+    from detection.thresholds import Thresholds

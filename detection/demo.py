@@ -276,39 +276,23 @@ def _float(value: Any) -> float | None:
 
 def evaluate_test(
     checkpoint: Path, gt_path: Path, images: Path, report_dir: Path, device: str, batch_size: int
-) -> tuple[Any, Any, list[Any], list[dict[str, Any]]]:
+) -> tuple[Any, Any, list[dict[str, Any]]]:
     """Score the checkpoint on the test split with its calibrated thresholds; write metrics + plots.
 
-    Returns (Evaluation, Detector, Predictions in ground-truth image order, ground-truth images).
+    Returns (Evaluation, Detector, ground-truth images in id order).
     """
-    from detection.evaluation.evaluator import evaluate_detections
+    from detection.evaluation.checkpoint_eval import evaluate_checkpoint
     from detection.evaluation.plots import save_plots
     from detection.evaluation.report import write_metrics_json
     from detection.inference.predictor import Detector
 
-    detector = Detector.from_checkpoint(checkpoint, device=device)
-    gt_images = sorted(json.loads(gt_path.read_text())["images"], key=lambda im: im["id"])
-    predictions = detector.predict([images / im["file_name"] for im in gt_images], batch_size)
-    results = [
-        {
-            "image_id": image["id"],
-            "category_id": int(category),
-            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-            "score": float(score),
-        }
-        for image, prediction in zip(gt_images, predictions, strict=True)
-        for (x0, y0, x1, y1), score, category in zip(
-            prediction.boxes, prediction.scores, prediction.category_ids, strict=True
-        )
-    ]
-    evaluation = evaluate_detections(
-        gt_path,
-        results,
-        score_threshold=detector.decision.resolved(detector.class_names),
+    evaluation = evaluate_checkpoint(
+        checkpoint, gt_path, images, device=device, batch_size=batch_size
     )
     write_metrics_json(evaluation.report, report_dir / "metrics.json")
     save_plots(evaluation.curves, evaluation.report, report_dir)
-    return evaluation, detector, predictions, gt_images
+    gt_images = sorted(json.loads(gt_path.read_text())["images"], key=lambda im: im["id"])
+    return evaluation, Detector.from_checkpoint(checkpoint, device=device), gt_images
 
 
 def inspect_test(
@@ -334,7 +318,7 @@ def draw_examples(
     gt_path: Path,
     images: Path,
     gt_images: list[dict[str, Any]],
-    predictions: list[Any],
+    detector: Any,
     count: int,
 ) -> list[Path]:
     """Side-by-side PNGs of a few test images: ground truth left, failing detections right."""
@@ -352,8 +336,9 @@ def draw_examples(
     picks = np.unique(np.linspace(0, len(gt_images) - 1, min(count, len(gt_images))).astype(int))
     written = []
     for index in picks:
-        image_info, prediction = gt_images[index], predictions[index]
+        image_info = gt_images[index]
         pixels = read_image(images / image_info["file_name"])
+        prediction = detector.predict(pixels)[0]
         # Small images are enlarged (nearest neighbour) so that boxes and captions are legible.
         scale = max(1, int(np.ceil(384 / max(pixels.shape[:2]))))
         big = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
@@ -554,7 +539,7 @@ def run_demo(
 
     log(f"[3/5] evaluate: {best.name} on the test split")
     with timings.stage("evaluate"):
-        evaluation, detector, predictions, gt_images = evaluate_test(
+        evaluation, detector, gt_images = evaluate_test(
             best,
             data["test"],
             out / "data" / "images",
@@ -574,7 +559,7 @@ def run_demo(
             data["test"],
             out / "data" / "images",
             gt_images,
-            predictions,
+            detector,
             int(recipe["report"].get("annotated_images", 6)),
         )
     images = {split: len(json.loads(path.read_text())["images"]) for split, path in data.items()}

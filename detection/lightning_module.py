@@ -28,18 +28,6 @@ class NonFiniteLossError(DetectionError):
     """Training produced too many non-finite losses in a row."""
 
 
-def detections_to_coco(output: dict[str, Tensor], category_ids: list[int]) -> list[dict[str, Any]]:
-    """One image's torchvision detections as COCO result dicts (bbox xywh, category ids)."""
-    boxes = output["boxes"].detach().float().cpu()
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    labels = output["labels"].cpu().tolist()
-    scores = output["scores"].detach().float().cpu().tolist()
-    return [
-        {"category_id": category_ids[label - 1], "bbox": box, "score": score}
-        for box, label, score in zip(xywh, labels, scores, strict=True)
-    ]
-
-
 def as_float_images(images: list[Tensor]) -> list[Tensor]:
     """Float [3,H,W] images in 0..1; uint8 or gray batches from a bare DataLoader are finished here
     (under a Trainer the data module already did it on the device, and this is a no-op)."""
@@ -80,7 +68,7 @@ def check_hyperparameters(values: Mapping[str, Any]) -> None:
 
 
 class DetectionModule(L.LightningModule):
-    """Faster R-CNN training, validation with COCO + operating-point metrics, and prediction.
+    """Faster R-CNN training, and validation and test with COCO + operating-point metrics.
 
     `num_classes` counts object classes without background. With LightningCLI the data
     module fills `num_classes`, `class_names` and `category_ids` from the COCO file.
@@ -153,7 +141,6 @@ class DetectionModule(L.LightningModule):
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.evaluator: Any = None
-        self.last_report: dict[str, Any] | None = None
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image, boxes in the pixels of each input tensor."""
@@ -222,12 +209,12 @@ class DetectionModule(L.LightningModule):
         )
 
     def _evaluation_step(self, batch: Batch) -> None:
+        from detection.evaluation.checkpoint_eval import process_batch
+
         images, targets = batch
-        outputs = self.model(as_float_images(images))
-        for target, output in zip(targets, outputs, strict=True):
-            self.evaluator.process(
-                int(target["image_id"]), detections_to_coco(output, self.meta.category_ids)
-            )
+        process_batch(
+            self.model, as_float_images(images), targets, self.evaluator, self.meta.category_ids
+        )
 
     def _finish_evaluation(self, stage: str) -> dict[str, Any]:
         report = self.evaluator.evaluate()
@@ -242,7 +229,6 @@ class DetectionModule(L.LightningModule):
         )
         # Every rank already holds the gathered, de-duplicated numbers: no further reduction.
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
-        self.last_report = report
         return report
 
     def on_validation_epoch_start(self) -> None:
@@ -272,17 +258,6 @@ class DetectionModule(L.LightningModule):
 
             path = write_metrics_json(report, Path(log_dir) / "test_metrics.json")
             log.info("test metrics written to %s", path)
-
-    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
-        images, targets = batch
-        outputs = self.model(as_float_images(images))
-        return [
-            {
-                "image_id": int(t["image_id"]),
-                "detections": detections_to_coco(o, self.meta.category_ids),
-            }
-            for t, o in zip(targets, outputs, strict=True)
-        ]
 
     # ------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict[str, Any]:

@@ -19,39 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from detection.data.datamodule import CocoDataModule
-from detection.evaluation import evaluate_coco, evaluate_detections
-from detection.lightning_module import detections_to_coco
-from detection.models.checkpoint import load_model
+from detection import evaluate_checkpoint, evaluate_coco, evaluate_detections, load_model
 
 DEEPPCB_IOU = 0.33
-
-
-@torch.inference_mode()
-def predict(
-    ckpt: Path, annotations: Path, images: Path, batch_size: int, workers: int
-) -> tuple[list[dict[str, Any]], Any]:
-    """COCO-format detections of every image in ``annotations``, and the checkpoint's metadata."""
-    model, meta = load_model(ckpt)
-    data = CocoDataModule(
-        test_annotations=str(annotations),
-        test_images=str(images),
-        eval_batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=False,
-    )
-    data.setup("test")
-    results: list[dict[str, Any]] = []
-    for batch in data.test_dataloader():
-        # What the Trainer would do after moving the batch (uint8 images to float 0..1).
-        batch_images, targets = data.on_after_batch_transfer(batch, 0)
-        for target, output in zip(targets, model(batch_images), strict=True):
-            image_id = int(target["image_id"])
-            for det in detections_to_coco(output, meta.category_ids):
-                results.append({"image_id": image_id, **det})
-    return results, meta
 
 
 def operating_point(gt: Path, predictions: list[dict[str, Any]], thresholds: Any) -> dict:
@@ -87,17 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    predictions, meta = predict(args.ckpt, args.test, args.images, args.batch_size, args.workers)
+    loader = {"batch_size": args.batch_size, "workers": args.workers, "iou_threshold": DEEPPCB_IOU}
+    predictions = evaluate_checkpoint(args.ckpt, args.test, args.images, **loader).detections
     seconds = time.perf_counter() - start
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         args.predictions.write_text(json.dumps(predictions))
 
+    _, meta = load_model(args.ckpt)
     if args.calibrate:
-        held_out, _ = predict(args.ckpt, args.calibrate, args.images, args.batch_size, args.workers)
-        calibrated = operating_point(args.calibrate, held_out, meta.thresholds.fallback)[
-            "best_f1_thresholds"
-        ]
+        held_out = evaluate_checkpoint(
+            args.ckpt, args.calibrate, args.images, thresholds=meta.thresholds.fallback, **loader
+        )
+        calibrated = held_out.report["calibrated_thresholds"]
         source = f"best F1 on {args.calibrate}"
     else:
         # Classes without a calibrated threshold fall back to the checkpoint's default.

@@ -109,7 +109,7 @@ def test_degenerate_boxes_dropped_with_one_counted_warning(tmp_path):
     messages = [str(w.message) for w in record if "degenerate" in str(w.message)]
     assert len(messages) == 1
     assert "dropped 4 degenerate boxes" in messages[0] and str(ann) in messages[0]
-    assert "annotation id 2" in messages[0]
+    assert "annotations[1] (id 2)" in messages[0]
     assert dataset[0][1]["boxes"].tolist() == [[1.0, 1.0, 6.0, 6.0]]
     assert dataset[1][1]["boxes"].shape == (0, 4)
 
@@ -221,11 +221,12 @@ def test_malformed_json(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "words"),
     [
-        ({"category_id": 99}, ["field 'category_id'", "unknown category id 99"]),
-        ({"image_id": 1234}, ["field 'image_id'", "unknown image id 1234"]),
-        ({"bbox": [1, 1, -3, 5]}, ["field 'bbox'", "negative width or height"]),
-        ({"bbox": [1, 1, 5]}, ["field 'bbox'", "4 numbers"]),
-        ({"bbox": [1, 1, 5, "x"]}, ["field 'bbox'", "4 numbers"]),
+        ({"category_id": 99}, ["field 'category_id'", "no category with id 99"]),
+        ({"image_id": 1234}, ["field 'image_id'", "no image with id 1234"]),
+        ({"bbox": [1, 1, -3, 5]}, ["field 'bbox'", "width and height must be >= 0"]),
+        ({"bbox": [1, 1, 5]}, ["field 'bbox'", "4 finite numbers"]),
+        ({"bbox": [1, 1, 5, "x"]}, ["field 'bbox'", "4 finite numbers"]),
+        ({"bbox": [1, 1, 5, float("nan")]}, ["field 'bbox'", "4 finite numbers"]),
         ({"bbox": None}, ["field 'bbox'", "missing"]),
         ({"category_id": None}, ["field 'category_id'", "missing"]),
     ],
@@ -234,18 +235,18 @@ def test_bad_annotation_names_file_record_and_field(tmp_path, changes, words):
     ann, root = _annotation_edit(tmp_path, **changes)
     with pytest.raises(InvalidInputError) as info:
         CocoDetection(ann, root)
-    _one_line(info.value, str(ann), "annotation id 2", *words)
+    _one_line(info.value, str(ann), "annotations[1] (id 2)", *words)
 
 
 @pytest.mark.parametrize(
     ("images", "words"),
     [
-        ([{"id": 1, "file_name": "a.jpg", "width": 0, "height": 5}], ["image id 1", "'width'"]),
-        ([{"id": "1", "file_name": "a.jpg", "width": 5, "height": 5}], ["image #0", "'id'"]),
-        ([{"id": 1, "width": 5, "height": 5}], ["image id 1", "'file_name'"]),
+        ([{"id": 1, "file_name": "a.jpg", "width": 0, "height": 5}], ["images[0] (id 1)", "'width'"]),
+        ([{"id": "1", "file_name": "a.jpg", "width": 5, "height": 5}], ["images[0] (id '1')", "'id'"]),
+        ([{"id": 1, "width": 5, "height": 5}], ["images[0] (id 1)", "'file_name'"]),
         (
             [{"id": 1, "file_name": "a.jpg", "width": 5, "height": 5}] * 2,
-            ["image id 1", "duplicate"],
+            ["images[1] (id 1)", "also used by images[0]"],
         ),
     ],
 )
@@ -263,7 +264,7 @@ def test_bad_category_record(tmp_path):
     )
     with pytest.raises(InvalidInputError) as info:
         CocoDetection(ann, root)
-    _one_line(info.value, str(ann), "category id 1", "duplicate")
+    _one_line(info.value, str(ann), "categories[1] (id 1)", "also used by categories[0]")
 
 
 def test_uint8_images_are_the_float_images_times_255(tmp_path):

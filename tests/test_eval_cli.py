@@ -114,7 +114,7 @@ def test_thresholds_file_area_ranges_and_backend(files, tmp_path):
         ),
         (
             lambda p: p[0].update(bbox=[0, 0, -3, 4]),
-            "pred.json: record 0: field 'bbox': negative width",
+            "pred.json: record 0: field 'bbox': width and height must be >= 0",
         ),
         (lambda p: p[0].pop("score"), "pred.json: record 0: field 'score': missing"),
     ],

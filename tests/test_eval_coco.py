@@ -295,7 +295,7 @@ GOOD = {"image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.5}
         ({"score": float("nan")}, "score", "finite"),
         ({"score": float("inf")}, "score", "finite"),
         ({"score": "high"}, "score", "finite"),
-        ({"bbox": [1, 1, -5, 5]}, "bbox", "negative width or height"),
+        ({"bbox": [1, 1, -5, 5]}, "bbox", "width and height must be >= 0"),
         ({"bbox": [1, 1, 5]}, "bbox", "[x, y, w, h]"),
         ({"bbox": [1, float("nan"), 5, 5]}, "bbox", "finite"),
         ({"score": None}, "score", "finite"),
@@ -327,12 +327,12 @@ def test_missing_field_is_named():
 
 def test_bad_ground_truth_and_files_are_named(tmp_path):
     bad_gt = make_gt([(1, 7, [10, 10, 20, 20], 0)])
-    with pytest.raises(InvalidInputError, match=r"annotations\[0\]: field 'category_id'"):
+    with pytest.raises(InvalidInputError, match=r"annotations\[0\] \(id 1\): field 'category_id': no category with id 7"):
         evaluate_coco(bad_gt, [])
     with pytest.raises(InvalidInputError, match=r"missing.json: file not found"):
         evaluate_coco(tmp_path / "missing.json", [])
     (tmp_path / "broken.json").write_text("{not json")
-    with pytest.raises(InvalidInputError, match=r"broken.json: not valid JSON"):
+    with pytest.raises(InvalidInputError, match=r"broken.json: line 1 column 2: malformed JSON"):
         evaluate_coco(make_gt([]), tmp_path / "broken.json")
 
 

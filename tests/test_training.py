@@ -143,7 +143,7 @@ def test_bad_data_path_is_one_line_error(
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err
-    assert f"error: {missing}: annotation file not found" in err.splitlines()
+    assert f"error: {missing}: file not found" in err.splitlines()
 
 
 class NaNLoss(torch.nn.Module):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from detection.coco_format import read_json
 from detection.errors import DetectionError, InvalidInputError
 from detection.evaluation.coco import BACKENDS
 from detection.evaluation.evaluator import evaluate_detections
-from detection.evaluation.inputs import read_json
 from detection.evaluation.plots import save_plots
 from detection.evaluation.report import print_report, write_metrics_json
 from detection.thresholds import DECISION_DEFAULT, Thresholds, add_threshold_argument

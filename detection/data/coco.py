@@ -15,65 +15,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from detection.coco_format import raise_first, read_coco, read_json, record_name, validate
 from detection.data.transforms import apply_transforms, keeps_gray
 from detection.errors import ImageReadError, InvalidInputError
 from detection.images import MAX_PIXELS, image_size, read_image, to_tensor
 
-REQUIRED_KEYS = ("images", "annotations", "categories")
-
 Transform = Callable[..., dict[str, Any]]
-
-
-def load_coco_json(path: str | Path) -> dict[str, Any]:
-    """Read a COCO json and check that it has the images, annotations and categories lists."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as file:
-            data = json.load(file)
-    except FileNotFoundError:
-        raise InvalidInputError(path, "annotation file not found") from None
-    except json.JSONDecodeError as error:
-        raise InvalidInputError(
-            path, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-    except (UnicodeDecodeError, OSError) as error:
-        raise InvalidInputError(path, f"cannot read the annotation file ({error})") from None
-    if not isinstance(data, dict):
-        raise InvalidInputError(path, f"top level must be an object, not {type(data).__name__}")
-    for key in REQUIRED_KEYS:
-        if key not in data:
-            raise InvalidInputError(path, f"missing the '{key}' list", field=key)
-        if not isinstance(data[key], list):
-            raise InvalidInputError(
-                path, f"must be a list, not {type(data[key]).__name__}", field=key
-            )
-    return data
-
-
-def _record_id(path: str | Path, record: Any, where: str) -> int:
-    """The integer "id" of a json record (an image, a category), or a one-line error."""
-    if not isinstance(record, dict):
-        raise InvalidInputError(path, "must be an object", record=where)
-    record_id = record.get("id")
-    if not _is_int(record_id):
-        raise InvalidInputError(path, "must be an integer", record=where, field="id")
-    return record_id
 
 
 def parse_categories(path: str | Path, categories: Any) -> tuple[list[int], list[str]]:
     """Validate COCO categories; return (ids sorted ascending, names in the same order)."""
     if not isinstance(categories, list) or not categories:
         raise InvalidInputError(path, "needs at least one category", field="categories")
-    names_by_id: dict[int, str] = {}
-    for index, category in enumerate(categories):
-        category_id = _record_id(path, category, f"category #{index}")
-        record = f"category id {category_id}"
-        name = category.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidInputError(path, "must be a non-empty string", record=record, field="name")
-        if category_id in names_by_id:
-            raise InvalidInputError(path, "duplicate category id", record=record, field="id")
-        names_by_id[category_id] = name
+    raise_first(validate({"images": [], "annotations": [], "categories": categories}), path)
+    names_by_id = {int(category["id"]): category["name"] for category in categories}
     ids = sorted(names_by_id)
     return ids, [names_by_id[i] for i in ids]
 
@@ -87,7 +42,7 @@ def read_categories(path: str | Path) -> tuple[list[int], list[str]]:
     path = Path(path)
     categories = _scan_categories(path)
     if categories is None:
-        categories = load_coco_json(path)["categories"]
+        categories = read_coco(path)["categories"]
     return parse_categories(path, categories)
 
 
@@ -115,16 +70,6 @@ def _scan_categories(path: Path) -> list[Any] | None:
                     window *= 8
     except (OSError, ValueError):
         return None  # empty file, not mappable, not UTF-8: the full parse reports the problem
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _ann_record(annotation: Any, index: int) -> str:
-    if isinstance(annotation, dict) and _is_int(annotation.get("id")):
-        return f"annotation id {annotation['id']}"
-    return f"annotation #{index}"
 
 
 class CocoDetection(Dataset):
@@ -157,7 +102,7 @@ class CocoDetection(Dataset):
         self.max_pixels = max_pixels
         self._ground_truth: dict[str, Any] | None = None
 
-        data = load_coco_json(self.annotation_file)
+        data = read_coco(self.annotation_file)
         self.category_ids, self.class_names = parse_categories(
             self.annotation_file, data["categories"]
         )
@@ -168,18 +113,12 @@ class CocoDetection(Dataset):
     # ----------------------------------------------------------------------------- indexing
 
     def _index_images(self, images: list[Any]) -> None:
-        file = self.annotation_file
         ids = np.empty(len(images), dtype=np.int64)
         sizes = np.empty((len(images), 2), dtype=np.int64)  # (height, width)
         names: list[str] = []
         for index, image in enumerate(images):
-            image_id = _record_id(file, image, f"image #{index}")
-            record = f"image id {image_id}"
-            name = image.get("file_name")
-            if not isinstance(name, str) or not name:
-                raise InvalidInputError(
-                    file, "must be a non-empty string", record=record, field="file_name"
-                )
+            image_id, name = image["id"], image["file_name"]
+            record = record_name("images", index, image)
             width, height = image.get("width"), image.get("height")
             if width is None or height is None:
                 # Sizes are required by COCO but often missing in hand-made files: read the header.
@@ -189,23 +128,9 @@ class CocoDetection(Dataset):
                     raise ImageReadError(
                         self.image_root / name, error.problem, record=record, field="file_name"
                     ) from None
-            for field, value in (("width", width), ("height", height)):
-                if not _is_int(value) or value <= 0:
-                    raise InvalidInputError(
-                        file,
-                        f"must be a positive integer, got {value!r}",
-                        record=record,
-                        field=field,
-                    )
             ids[index] = image_id
             sizes[index] = (height, width)
             names.append(name)
-        unique, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            duplicate = int(unique[np.argmax(counts > 1)])
-            raise InvalidInputError(
-                file, "duplicate image id", record=f"image id {duplicate}", field="id"
-            )
         self._image_ids = ids
         self._sizes = sizes
         # Fixed-width unicode array: no per-item Python objects to copy-on-access in workers.
@@ -215,53 +140,15 @@ class CocoDetection(Dataset):
         file = self.annotation_file
         index_of_image = {int(image_id): i for i, image_id in enumerate(self._image_ids)}
         n = len(annotations)
-        image_index = np.empty(n, dtype=np.int64)
-        labels = np.empty(n, dtype=np.int64)
-        crowd = np.zeros(n, dtype=bool)
-        xywh: list[Any] = [None] * n
-        for k, ann in enumerate(annotations):
-            try:
-                image_index[k] = index_of_image[ann["image_id"]]
-                labels[k] = self._label_of[ann["category_id"]]
-                bbox = ann["bbox"]
-                if len(bbox) != 4:
-                    raise ValueError
-                xywh[k] = bbox
-                crowd[k] = bool(ann.get("iscrowd", 0))
-            except (KeyError, TypeError, ValueError):
-                self._raise_bad_annotation(ann, k, index_of_image)
-        try:
-            boxes = np.array(xywh, dtype=np.float64).reshape(n, 4)
-        except (TypeError, ValueError):
-            for k, ann in enumerate(annotations):
-                try:
-                    np.array(ann["bbox"], dtype=np.float64)
-                except (TypeError, ValueError):
-                    raise InvalidInputError(
-                        file,
-                        "must be 4 numbers [x, y, width, height]",
-                        record=_ann_record(ann, k),
-                        field="bbox",
-                    ) from None
-            raise
-        bad = ~np.isfinite(boxes).all(axis=1)
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise InvalidInputError(
-                file,
-                f"has a non-finite value {xywh[k]}",
-                record=_ann_record(annotations[k], k),
-                field="bbox",
-            )
-        negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-        if negative.any():
-            k = int(np.flatnonzero(negative)[0])
-            raise InvalidInputError(
-                file,
-                f"has a negative width or height {xywh[k]} (COCO boxes are [x, y, width, height])",
-                record=_ann_record(annotations[k], k),
-                field="bbox",
-            )
+        # Every record passed the COCO rules in __init__: ids known, boxes 4 finite numbers.
+        image_index = np.fromiter(
+            (index_of_image[int(ann["image_id"])] for ann in annotations), np.int64, n
+        )
+        labels = np.fromiter(
+            (self._label_of[int(ann["category_id"])] for ann in annotations), np.int64, n
+        )
+        crowd = np.fromiter((bool(ann.get("iscrowd", 0)) for ann in annotations), bool, n)
+        boxes = np.array([ann["bbox"] for ann in annotations], dtype=np.float64).reshape(n, 4)
 
         # Crowd regions are ignored by training and scored as "don't care" by COCO evaluation.
         keep = ~crowd
@@ -278,7 +165,7 @@ class CocoDetection(Dataset):
             first = int(kept_positions[np.flatnonzero(~valid)[0]])
             warnings.warn(
                 f"{file}: dropped {int((~valid).sum())} degenerate boxes (width or height <= 0 "
-                f"after clipping to the image), the first is {_ann_record(annotations[first], first)}",
+                f"after clipping to the image), the first is {record_name('annotations', first, annotations[first])}",
                 stacklevel=3,
             )
         xyxy = np.stack([x1, y1, x2, y2], axis=1)[valid].astype(np.float32)
@@ -297,36 +184,6 @@ class CocoDetection(Dataset):
             self._file_names = self._file_names[kept]
             starts, ends = starts[kept], ends[kept]
         self._starts, self._ends = starts, ends
-
-    def _raise_bad_annotation(self, ann: Any, k: int, index_of_image: dict[int, int]) -> None:
-        file, record = self.annotation_file, _ann_record(ann, k)
-        if not isinstance(ann, dict):
-            raise InvalidInputError(file, "must be an object", record=record)
-        for field in ("image_id", "category_id", "bbox"):
-            if field not in ann:
-                raise InvalidInputError(file, "is missing", record=record, field=field)
-        try:
-            index_of_image[ann["image_id"]]
-        except (KeyError, TypeError):
-            raise InvalidInputError(
-                file,
-                f"refers to unknown image id {ann['image_id']!r}",
-                record=record,
-                field="image_id",
-            ) from None
-        if ann["category_id"] not in self._label_of:
-            raise InvalidInputError(
-                file,
-                f"refers to unknown category id {ann['category_id']!r} (known: {self.category_ids})",
-                record=record,
-                field="category_id",
-            )
-        raise InvalidInputError(
-            file,
-            f"must be 4 numbers [x, y, width, height], got {ann['bbox']!r}",
-            record=record,
-            field="bbox",
-        )
 
     # ----------------------------------------------------------------------------- public API
 
@@ -394,7 +251,7 @@ class CocoDetection(Dataset):
         dataloader workers.
         """
         if self._ground_truth is None:
-            self._ground_truth = load_coco_json(self.annotation_file)
+            self._ground_truth = read_json(self.annotation_file)  # validated in __init__
         return self._ground_truth
 
     def __getstate__(self) -> dict[str, Any]:

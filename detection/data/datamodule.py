@@ -15,7 +15,8 @@ import torch.distributed as dist
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, get_worker_info
 
-from detection.data.coco import CocoDetection, load_coco_json, read_categories
+from detection.coco_format import read_coco
+from detection.data.coco import CocoDetection, read_categories
 from detection.data.device_transforms import DEFAULT_DEVICE_TRANSFORMS, build_device_transforms
 from detection.data.image_check import check_images
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
@@ -255,7 +256,7 @@ class CocoDataModule(L.LightningDataModule):
             raise InvalidInputError(
                 None, f"no {split} annotation file is configured", field=f"{split}_annotations"
             )
-        return load_coco_json(path)
+        return read_coco(path)
 
     # ----------------------------------------------------------------------------- loaders
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from detection.coco_format import CONVERTER_RULES, read_coco
 from detection.errors import ImageReadError, InvalidInputError
 from detection.images import IMAGE_EXTENSIONS, image_size
 
@@ -43,22 +44,8 @@ def read_classes(path: str | Path) -> list[str]:
 
 
 def load_coco(path: str | Path) -> Coco:
-    """Read a COCO json file, checking only that it has images, annotations and categories."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise InvalidInputError(path, f"cannot read file ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            path, f"malformed json at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    if not isinstance(data, dict):
-        raise InvalidInputError(path, "top level must be a json object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise InvalidInputError(path, "missing or not a list", field=key)
-    return data
+    """Read a COCO json to convert; its first error (see `coco_format`) is raised."""
+    return read_coco(path, CONVERTER_RULES)
 
 
 def save_coco(coco: Coco, path: str | Path) -> Path:

@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detection.coco_format import (
+    ERROR,
+    KINDS,
+    LINT_RULES,
+    WARNING,
+    Finding,
+    MalformedJsonError,
+    image_files,
+    read_json,
+    validate,
+)
 from detection.errors import InvalidInputError
 from detection.images import MAX_PIXELS, image_size, read_image
 
-ERROR = "error"
-WARNING = "warning"
-
-# kind -> severity; the order is the order of the summary table.
-KINDS = {
-    "malformed-json": ERROR,
-    "missing-key": ERROR,
-    "bad-value": ERROR,
-    "duplicate-id": ERROR,
-    "unknown-image": ERROR,
-    "unknown-category": ERROR,
-    "degenerate-box": ERROR,
-    "box-outside-image": ERROR,
-    "missing-image": ERROR,
-    "unreadable-image": ERROR,
-    "size-mismatch": ERROR,
-    "duplicate-file-name": WARNING,
-    "unused-category": WARNING,
-}
-
-REQUIRED = {
-    "images": ("id", "file_name", "width", "height"),
-    "annotations": ("id", "image_id", "category_id", "bbox"),
-    "categories": ("id", "name"),
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: how bad, what kind, which record and field, and a readable message."""
-
-    severity: str
-    kind: str
-    record: str
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.record + (f" field '{self.field}'" if self.field else "")
-        return f"{self.severity}: {self.kind}: {where}: {self.message}"
+__all__ = ["ERROR", "KINDS", "WARNING", "Finding", "LintResult", "lint_coco"]
 
 
 @dataclass
@@ -93,62 +63,12 @@ class LintResult:
         return data
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_id(value: Any) -> bool:
-    # Strings are accepted as ids by pycocotools but ints are what everything else expects.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class _Linter:
     def __init__(self, result: LintResult) -> None:
         self.result = result
 
     def add(self, kind: str, record: str, field: str | None, message: str) -> None:
         self.result.findings.append(Finding(KINDS[kind], kind, record, field, message))
-
-    def records(self, data: dict, section: str) -> list[tuple[str, dict]]:
-        """The well-formed records of a section, each with its name for messages."""
-        items = data.get(section)
-        if items is None:
-            self.add("missing-key", "top level", section, f"no '{section}' list")
-            return []
-        if not isinstance(items, list):
-            self.add(
-                "bad-value", "top level", section, f"must be a list, got {type(items).__name__}"
-            )
-            return []
-        good = []
-        for index, item in enumerate(items):
-            name = f"{section}[{index}]"
-            if not isinstance(item, dict):
-                self.add("bad-value", name, None, f"must be an object, got {type(item).__name__}")
-                continue
-            if "id" in item:
-                name += f" (id {item['id']!r})"
-            missing = [key for key in REQUIRED[section] if key not in item]
-            for key in missing:
-                self.add("missing-key", name, key, "required key is missing")
-            if "id" in item and not _is_id(item["id"]):
-                self.add("bad-value", name, "id", f"must be an integer, got {item['id']!r}")
-                continue
-            if not missing:
-                good.append((name, item))
-        return good
-
-    def unique_ids(
-        self, section: str, records: list[tuple[str, dict]]
-    ) -> dict[int, tuple[str, dict]]:
-        by_id: dict[int, tuple[str, dict]] = {}
-        for name, item in records:
-            if item["id"] in by_id:
-                first = by_id[item["id"]][0]
-                self.add("duplicate-id", name, "id", f"id {item['id']} is also used by {first}")
-            else:
-                by_id[item["id"]] = (name, item)
-        return by_id
 
 
 def lint_coco(
@@ -167,112 +87,20 @@ def lint_coco(
     result = LintResult(str(path), str(images_dir) if images_dir is not None else None)
     lint = _Linter(result)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidInputError(path, f"cannot read file ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        lint.add("malformed-json", f"line {exc.lineno} column {exc.colno}", None, exc.msg)
+        data = read_json(path)
+    except MalformedJsonError as error:
+        lint.add("malformed-json", str(error.record), None, error.problem)
         return result
+    result.findings.extend(validate(data, LINT_RULES))
     if not isinstance(data, dict):
-        lint.add(
-            "malformed-json", "top level", None, f"must be an object, got {type(data).__name__}"
-        )
         return result
-
-    images = lint.unique_ids("images", lint.records(data, "images"))
-    annotations = lint.unique_ids("annotations", lint.records(data, "annotations"))
-    categories = lint.unique_ids("categories", lint.records(data, "categories"))
     result.num_images, result.num_annotations, result.num_categories = (
-        len(images),
-        len(annotations),
-        len(categories),
+        len(data[key]) if isinstance(data.get(key), list) else 0
+        for key in ("images", "annotations", "categories")
     )
-
-    sizes: dict[int, tuple[float, float]] = {}
-    for image_id, (name, image) in images.items():
-        width, height = image["width"], image["height"]
-        bad = False
-        for key, value in (("width", width), ("height", height)):
-            if not _is_number(value) or value <= 0:
-                lint.add("bad-value", name, key, f"must be a positive number, got {value!r}")
-                bad = True
-        if not isinstance(image["file_name"], str) or not image["file_name"]:
-            lint.add(
-                "bad-value",
-                name,
-                "file_name",
-                f"must be a non-empty string, got {image['file_name']!r}",
-            )
-            bad = True
-        if not bad:
-            sizes[image_id] = (float(width), float(height))
-
-    used_categories: set[int] = set()
-    for name, ann in annotations.values():
-        if ann["image_id"] not in images:
-            lint.add("unknown-image", name, "image_id", f"no image with id {ann['image_id']!r}")
-        if ann["category_id"] not in categories:
-            lint.add(
-                "unknown-category",
-                name,
-                "category_id",
-                f"no category with id {ann['category_id']!r}",
-            )
-        else:
-            used_categories.add(ann["category_id"])
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            lint.add(
-                "bad-value", name, "bbox", f"must be 4 finite numbers [x, y, w, h], got {bbox!r}"
-            )
-            continue
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            lint.add(
-                "degenerate-box", name, "bbox", f"width and height must be > 0, got w={w} h={h}"
-            )
-            continue
-        if ann["image_id"] in sizes:
-            width, height = sizes[ann["image_id"]]
-            # A hair of tolerance: converters that round-trip through floats land at 640.0000001.
-            eps = 1e-3
-            if x < -eps or y < -eps or x + w > width + eps or y + h > height + eps:
-                lint.add(
-                    "box-outside-image",
-                    name,
-                    "bbox",
-                    f"[{x:g}, {y:g}, {w:g}, {h:g}] exceeds image {ann['image_id']} of size {width:g}x{height:g}",
-                )
-
-    for category_id, (name, category) in categories.items():
-        if category_id not in used_categories:
-            lint.add(
-                "unused-category",
-                name,
-                "id",
-                f"category {category.get('name')!r} has no annotations",
-            )
-
-    seen_files: dict[str, str] = {}
-    for image_id, (name, image) in images.items():
-        if image_id not in sizes:
-            continue
-        file_name = image["file_name"]
-        if file_name in seen_files:
-            lint.add(
-                "duplicate-file-name",
-                name,
-                "file_name",
-                f"{file_name!r} is also used by {seen_files[file_name]}",
-            )
-            continue
-        seen_files[file_name] = name
-        if images_dir is not None:
-            _check_image(
-                lint, Path(images_dir) / file_name, name, sizes[image_id], decode_images, max_pixels
-            )
+    if images_dir is not None:
+        for name, file_name, size in image_files(data):
+            _check_image(lint, Path(images_dir) / file_name, name, size, decode_images, max_pixels)
     return result
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,12 @@ COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A report (the metrics.json structure) and the per-class curves behind it."""
+    """A report (the metrics.json structure), the per-class curves and the detections behind it
+    (COCO result records, each with the ``id``, ``area`` and ``iscrowd`` COCO evaluation adds)."""
 
     report: dict
     curves: dict[str, ClassCurve]
+    detections: list[dict] = field(default_factory=list)
 
 
 def _check_unit_interval(name: str, value: float | None, allow_zero: bool) -> None:
@@ -109,7 +111,7 @@ def evaluate_detections(
             "detections": len(detections),
             "ground_truth": ground_truth.source,
         }
-        return Evaluation(report, operating_point.curves)
+        return Evaluation(report, operating_point.curves, detections)
 
 
 def _world_size() -> int:
@@ -188,6 +190,10 @@ class DetectionEvaluator:
 
     def evaluate(self) -> dict:
         """The report over all processed images (on every rank); see :func:`evaluate_detections`."""
+        return self.evaluation().report
+
+    def evaluation(self) -> Evaluation:
+        """Like `evaluate`, with the per-class curves the plots draw."""
         records = self._gathered()
         # Sorted by image id so the result list, and hence tie order, is rank-independent.
         image_ids = sorted(records)
@@ -201,4 +207,4 @@ class DetectionEvaluator:
             score_threshold=self.thresholds,
             target_recall=self.target_recall,
             image_ids=image_ids,
-        ).report
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from detection.coco_format import (
+    EVALUATION_RULES,
+    box_problem,
+    is_int,
+    is_number,
+    raise_first,
+    read_json,
+    validate,
+)
 from detection.errors import InvalidInputError
 
 PREDICTION_FIELDS = ("image_id", "category_id", "bbox", "score")
@@ -37,45 +45,12 @@ class GroundTruth:
         return list(self.category_names.values())
 
 
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; unreadable or malformed files raise InvalidInputError."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise InvalidInputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InvalidInputError(path, "is a directory, not a JSON file") from None
-    except json.JSONDecodeError as error:
-        raise InvalidInputError(path, f"not valid JSON ({error})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InvalidInputError(path, f"cannot read the file ({error})") from None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
 def _check_box(box: Any, source: str, record: str) -> list[float]:
-    """Validate an ``[x, y, w, h]`` box and return it as floats."""
-    if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
-        raise InvalidInputError(source, "must be a list [x, y, w, h]", record=record, field="bbox")
-    if not all(_is_number(v) for v in box):
-        raise InvalidInputError(source, "values must be numbers", record=record, field="bbox")
-    x, y, w, h = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        raise InvalidInputError(source, "values must be finite", record=record, field="bbox")
-    if w < 0 or h < 0:
-        raise InvalidInputError(
-            source, f"negative width or height ({w:g} x {h:g})", record=record, field="bbox"
-        )
-    return [x, y, w, h]
+    """Validate an ``[x, y, w, h]`` result box and return it as floats."""
+    problem = box_problem(box, positive=False)
+    if problem is not None:
+        raise InvalidInputError(source, problem[1], record=record, field="bbox")
+    return [float(v) for v in box]
 
 
 def load_ground_truth(gt: dict | str | Path | GroundTruth) -> GroundTruth:
@@ -84,74 +59,28 @@ def load_ground_truth(gt: dict | str | Path | GroundTruth) -> GroundTruth:
         return gt
     source = str(gt) if isinstance(gt, (str, Path)) else "ground truth"
     data = read_json(gt) if isinstance(gt, (str, Path)) else gt
-    if not isinstance(data, dict):
-        raise InvalidInputError(source, "must be a COCO object with images/annotations/categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise InvalidInputError(source, f"missing or not a list: '{key}'")
-
-    categories: dict[int, str] = {}
-    names: set[str] = set()
-    for i, cat in enumerate(data["categories"]):
-        record = f"categories[{i}]"
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            raise InvalidInputError(source, "missing or not an integer", record=record, field="id")
-        name = str(cat.get("name", cat["id"]))
-        if int(cat["id"]) in categories or name in names:
-            raise InvalidInputError(source, "duplicate category id or name", record=record)
-        categories[int(cat["id"])] = name
-        names.add(name)
-    category_names = dict(sorted(categories.items()))
-
-    images = []
-    seen_images: set[int] = set()
-    for i, img in enumerate(data["images"]):
-        record = f"images[{i}]"
-        if not isinstance(img, dict) or not _is_int(img.get("id")):
-            raise InvalidInputError(source, "missing or not an integer", record=record, field="id")
-        if int(img["id"]) in seen_images:
-            raise InvalidInputError(source, f"duplicate image id {img['id']}", record=record)
-        seen_images.add(int(img["id"]))
-        images.append({"id": int(img["id"])})
-
-    annotations = []
-    for i, ann in enumerate(data["annotations"]):
-        record = f"annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise InvalidInputError(source, "must be an object", record=record)
-        image_id = ann.get("image_id")
-        if not _is_int(image_id) or int(image_id) not in seen_images:
-            raise InvalidInputError(
-                source, f"unknown image id {image_id!r}", record=record, field="image_id"
-            )
-        category_id = ann.get("category_id")
-        if not _is_int(category_id) or int(category_id) not in categories:
-            raise InvalidInputError(
-                source, f"unknown category id {category_id!r}", record=record, field="category_id"
-            )
-        box = _check_box(ann.get("bbox"), source, record)
-        area = ann.get("area", box[2] * box[3])
-        if not _is_number(area) or not math.isfinite(float(area)) or float(area) < 0:
-            raise InvalidInputError(
-                source, "must be a finite number >= 0", record=record, field="area"
-            )
-        annotations.append(
-            {
-                "id": i + 1,
-                "image_id": int(image_id),
-                "category_id": int(category_id),
-                "bbox": box,
-                "area": float(area),
-                "iscrowd": 1 if ann.get("iscrowd", 0) else 0,
-            }
-        )
-
+    raise_first(validate(data, EVALUATION_RULES), source)
+    category_names = dict(
+        sorted((int(cat["id"]), str(cat.get("name", cat["id"]))) for cat in data["categories"])
+    )
+    image_ids = sorted(int(img["id"]) for img in data["images"])
+    annotations = [
+        {
+            "id": i + 1,
+            "image_id": int(ann["image_id"]),
+            "category_id": int(ann["category_id"]),
+            "bbox": [float(v) for v in ann["bbox"]],
+            "area": float(ann.get("area", ann["bbox"][2] * ann["bbox"][3])),
+            "iscrowd": 1 if ann.get("iscrowd", 0) else 0,
+        }
+        for i, ann in enumerate(data["annotations"])
+    ]
     dataset = {
-        "images": images,
+        "images": [{"id": image_id} for image_id in image_ids],
         "annotations": annotations,
         "categories": [{"id": k, "name": v} for k, v in category_names.items()],
     }
-    return GroundTruth(dataset, source, category_names, sorted(seen_images))
+    return GroundTruth(dataset, source, category_names, image_ids)
 
 
 def load_predictions(predictions: Sequence[dict] | str | Path, gt: GroundTruth) -> list[dict]:
@@ -255,7 +184,7 @@ def _check_record(
         if field not in rec:
             raise InvalidInputError(source, "missing", record=record, field=field)
     image_id = rec["image_id"]
-    if not _is_int(image_id) or int(image_id) not in known_images:
+    if not is_int(image_id) or int(image_id) not in known_images:
         raise InvalidInputError(
             source,
             f"unknown image id {image_id!r} (not in {gt.source})",
@@ -263,7 +192,7 @@ def _check_record(
             field="image_id",
         )
     category_id = rec["category_id"]
-    if not _is_int(category_id) or int(category_id) not in gt.category_names:
+    if not is_int(category_id) or int(category_id) not in gt.category_names:
         raise InvalidInputError(
             source,
             f"unknown category id {category_id!r} (not in {gt.source})",
@@ -271,7 +200,7 @@ def _check_record(
             field="category_id",
         )
     score = rec["score"]
-    if not _is_number(score) or not math.isfinite(float(score)):
+    if not is_number(score) or not math.isfinite(float(score)):
         raise InvalidInputError(
             source, f"must be a finite number, got {score!r}", record=record, field="score"
         )

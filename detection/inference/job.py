@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from detection.coco_format import results
 from detection.errors import DetectionError
 from detection.images import MAX_PIXELS, read_image, to_tensor
 from detection.inference.draw import draw_prediction, save_image
@@ -570,15 +571,8 @@ def summarize(
 
 
 def _coco_entry(image: str, image_id: int, det: dict[str, Any]) -> str:
-    x0, y0, x1, y1 = det["bbox"]
-    entry = {
-        "image_id": image_id,
-        "file_name": image,
-        "category_id": det["category_id"],
-        "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-        "score": det["score"],
-    }
-    return json.dumps(entry)
+    (result,) = results(image_id, [det["bbox"]], [det["score"]], [det["category_id"]], decimals=2)
+    return json.dumps({"image_id": image_id, "file_name": image, **result})
 
 
 def _csv_rows(record: dict[str, Any]) -> list[list[Any]]:
