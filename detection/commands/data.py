@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         "--annotations", required=True, type=Path, help="annotation folder or COCO json"
     )
     convert.add_argument(
-        "--classes", type=Path, help="class list, one name per line (voc/yolo -> coco)"
+        "--classes",
+        type=Path,
+        help="class list, one name per line, in category id order (yolo -> coco; voc -> coco "
+        "reads the names from the XML files when omitted, sorted, and writes classes.txt)",
     )
     convert.add_argument("--out", required=True, type=Path, help="output json (to coco) or folder")
 
@@ -80,6 +83,18 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_voc_classes(coco: dict, out: Path) -> None:
+    """Print the classes read from VOC files and keep them as classes.txt beside the json."""
+    names = [c["name"] for c in coco["categories"]]
+    if not names:
+        raise InvalidInputError(None, "the XML files name no objects; pass --classes")
+    path = out.parent / "classes.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{name}\n" for name in names))
+    print(f"classes (from the XML files, sorted): {', '.join(names)}")
+    print(f"wrote {path}; convert other splits with --classes {path} to keep the same ids")
+
+
 def _convert(args: argparse.Namespace) -> int:
     from detection.data import formats
 
@@ -88,11 +103,13 @@ def _convert(args: argparse.Namespace) -> int:
             None, f"convert goes between coco and voc/yolo, not {args.source} -> {args.target}"
         )
     if args.target == "coco":
-        if args.classes is None:
-            raise InvalidInputError(None, f"--classes is required to convert {args.source} to coco")
-        classes = formats.read_classes(args.classes)
+        if args.classes is None and args.source == "yolo":
+            raise InvalidInputError(None, "--classes is required to convert yolo to coco")
+        classes = formats.read_classes(args.classes) if args.classes is not None else None
         reader = formats.voc_to_coco if args.source == "voc" else formats.yolo_to_coco
         coco = reader(args.images, args.annotations, classes)
+        if classes is None:
+            _write_voc_classes(coco, Path(args.out))
         formats.save_coco(coco, args.out)
         print(f"{len(coco['images'])} images, {len(coco['annotations'])} boxes -> {args.out}")
         return 0

@@ -104,25 +104,38 @@ def _number(text: str | None, file: Path, record: str, field: str) -> float:
         ) from None
 
 
+def _voc_documents(annotations_dir: Path) -> list[tuple[Path, ET.Element]]:
+    """Every XML file under `annotations_dir`, parsed."""
+    files = sorted(annotations_dir.rglob("*.xml")) if annotations_dir.is_dir() else []
+    if not files:
+        raise InvalidInputError(annotations_dir, "no .xml files found")
+    documents = []
+    for path in files:
+        try:
+            documents.append((path, ET.parse(path).getroot()))
+        except ET.ParseError as exc:
+            raise InvalidInputError(path, f"malformed XML: {exc}") from None
+    return documents
+
+
 def voc_to_coco(
-    images_dir: str | Path, annotations_dir: str | Path, classes: Sequence[str]
+    images_dir: str | Path, annotations_dir: str | Path, classes: Sequence[str] | None = None
 ) -> Coco:
     """One COCO dataset from a folder of Pascal VOC XML files (one image per XML)."""
     images_dir, annotations_dir = Path(images_dir), Path(annotations_dir)
-    xml_files = sorted(annotations_dir.rglob("*.xml")) if annotations_dir.is_dir() else []
-    if not xml_files:
-        raise InvalidInputError(annotations_dir, "no .xml files found")
+    documents = _voc_documents(annotations_dir)
+    if classes is None:  # the names the files use, sorted (a nameless object is reported below)
+        used = {
+            (o.findtext("name") or "").strip() for _, r in documents for o in r.findall("object")
+        }
+        classes = sorted(used - {""})
     by_stem = {
         p.relative_to(images_dir).with_suffix("").as_posix(): p for p in list_images(images_dir)
     }
     category_id = {name: i + 1 for i, name in enumerate(classes)}
     images: list[dict] = []
     annotations: list[dict] = []
-    for xml_path in xml_files:
-        try:
-            root = ET.parse(xml_path).getroot()
-        except ET.ParseError as exc:
-            raise InvalidInputError(xml_path, f"malformed XML: {exc}") from None
+    for xml_path, root in documents:
         stem = xml_path.relative_to(annotations_dir).with_suffix("").as_posix()
         filename = (root.findtext("filename") or "").strip()
         candidates = [images_dir / Path(stem).parent / filename] if filename else []
