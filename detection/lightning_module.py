@@ -141,6 +141,7 @@ class DetectionModule(L.LightningModule):
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.evaluator: Any = None
+        self.last_evaluation: Any = None  # the latest validation or test Evaluation
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """Detections per image, boxes in the pixels of each input tensor."""
@@ -217,8 +218,10 @@ class DetectionModule(L.LightningModule):
         )
 
     def _finish_evaluation(self, stage: str) -> dict[str, Any]:
-        report = self.evaluator.evaluate()
+        # Kept with its curves for callbacks (TensorBoard draws the PR curves from it).
+        self.last_evaluation = self.evaluator.evaluation()
         self.evaluator = None
+        report = self.last_evaluation.report
         metrics = {
             "mAP": report["AP"],
             **{k: report[k] for k in ("AP50", "AP75", "APs", "APm", "APl", "AR100")},
