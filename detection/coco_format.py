@@ -182,6 +182,13 @@ def box_problem(box: Any, positive: bool) -> tuple[str, str] | None:
     return None
 
 
+def outside_message(box: Sequence[float], width: float, height: float, image: Any = "") -> str:
+    """How a finding says that a box leaves its image."""
+    x, y, w, h = box
+    of = f"image {image} of size" if image != "" else "its image of size"
+    return f"[{x:g}, {y:g}, {w:g}, {h:g}] exceeds {of} {width:g}x{height:g}"
+
+
 def outside_image(box: Sequence[float], width: float, height: float) -> bool:
     """Whether an ``[x, y, w, h]`` box leaves a ``width`` x ``height`` image (beyond a hair)."""
     x, y, w, h = box
@@ -323,13 +330,8 @@ class _Validator:
             elif self.rules.boxes_inside and is_int(image_id) and int(image_id) in sizes:
                 width, height = sizes[int(image_id)]
                 if outside_image(ann["bbox"], width, height):
-                    x, y, w, h = ann["bbox"]
-                    self.add(
-                        "box-outside-image",
-                        name,
-                        "bbox",
-                        f"[{x:g}, {y:g}, {w:g}, {h:g}] exceeds image {image_id} of size {width}x{height}",
-                    )
+                    message = outside_message(ann["bbox"], width, height, image_id)
+                    self.add("box-outside-image", name, "bbox", message)
         return used
 
 

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from detection.data.formats import convert_deeppcb
+from detection.data.deeppcb import convert_deeppcb
 from detection.errors import InvalidInputError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detection.data.formats import DEEPPCB_CLASSES, deeppcb_to_coco
+from detection.data.deeppcb import DEEPPCB_CLASSES, deeppcb_to_coco
 from detection.data.lint import lint_coco
 
 REPO = Path(__file__).resolve().parents[1]

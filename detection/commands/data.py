@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         "reads the names from the XML files when omitted, sorted, and writes classes.txt)",
     )
     convert.add_argument("--out", required=True, type=Path, help="output json (to coco) or folder")
+    convert.add_argument(
+        "--boxes",
+        choices=["clip", "reject"],
+        default="clip",
+        help="boxes reaching outside their image: clip them to it and count them (default), or "
+        "reject the conversion with an error naming the box",
+    )
 
     lint = sub.add_parser("lint", help="check a COCO file and its images")
     lint.add_argument("annotations", type=Path, help="COCO json")
@@ -107,7 +117,8 @@ def _convert(args: argparse.Namespace) -> int:
             raise InvalidInputError(None, "--classes is required to convert yolo to coco")
         classes = formats.read_classes(args.classes) if args.classes is not None else None
         reader = formats.voc_to_coco if args.source == "voc" else formats.yolo_to_coco
-        coco = reader(args.images, args.annotations, classes)
+        with _printed_warnings():
+            coco = reader(args.images, args.annotations, classes, boxes=args.boxes)
         if classes is None:
             _write_voc_classes(coco, Path(args.out))
         formats.save_coco(coco, args.out)
@@ -115,9 +126,23 @@ def _convert(args: argparse.Namespace) -> int:
         return 0
     coco = formats.load_coco(args.annotations)
     writer = formats.coco_to_voc if args.target == "voc" else formats.coco_to_yolo
-    written = writer(coco, args.out)
+    with _printed_warnings():
+        written = writer(coco, args.out, boxes=args.boxes)
+    # Every annotation is written (its image and category are checked), or the run fails.
     print(f"{len(written)} {args.target} files, {len(coco['annotations'])} boxes -> {args.out}")
     return 0
+
+
+@contextlib.contextmanager
+def _printed_warnings() -> Iterator[None]:
+    """A conversion's warnings (clipped boxes, files without a partner) as lines on stderr."""
+    from detection.data.box_policy import ConversionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConversionWarning)
+        yield
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
 
 
 def _lint(args: argparse.Namespace) -> int:

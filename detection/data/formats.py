@@ -1,4 +1,4 @@
-"""Convert Pascal VOC XML, YOLO txt and DeepPCB annotations to and from COCO json.
+"""Convert Pascal VOC XML and YOLO txt annotations to and from COCO json.
 
 Box conventions at each file boundary:
 
@@ -8,7 +8,11 @@ Box conventions at each file boundary:
   (the same reading as Detectron2's VOC loader).
 - YOLO: ``class cx cy w h`` with the centre and size divided by the image width / height;
   ``class`` is the 0-based line of ``classes.txt``.
-- DeepPCB: ``x1 y1 x2 y2 type`` corners in continuous pixel coordinates.
+
+Every box follows data lint's rules (see `detection.data.box_policy`): a bad one is a one-line
+error, one reaching outside its image is clipped and counted (``boxes="clip"``) or refused
+(``boxes="reject"``). Files without a partner (a label file without an image, an image without a
+label file) are reported as a ConversionWarning.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detection.coco_format import CONVERTER_RULES, read_coco
-from detection.errors import ImageReadError, InvalidInputError
+from detection.coco_format import CONVERTER_RULES, raise_first, read_coco, record_name, validate
+from detection.data.box_policy import BoxPolicy, warn_unmatched
+from detection.errors import InvalidInputError
 from detection.images import IMAGE_EXTENSIONS, image_size
-
-DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 
 Coco = dict[str, Any]
 
@@ -60,7 +63,7 @@ def _categories(classes: Sequence[str]) -> list[dict[str, Any]]:
     return [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(classes)]
 
 
-def _coco(
+def coco_dataset(
     images: list[dict], annotations: list[dict], classes: Sequence[str], description: str
 ) -> Coco:
     return {
@@ -72,7 +75,7 @@ def _coco(
     }
 
 
-def _annotation(
+def coco_annotation(
     ann_id: int, image_id: int, category_id: int, x: float, y: float, w: float, h: float
 ) -> dict:
     return {
@@ -95,7 +98,7 @@ def list_images(images_dir: str | Path) -> list[Path]:
     )
 
 
-def _number(text: str | None, file: Path, record: str, field: str) -> float:
+def parse_number(text: str | None, file: Path, record: str, field: str) -> float:
     try:
         return float(text) if text is not None else float("nan")
     except ValueError:
@@ -119,7 +122,10 @@ def _voc_documents(annotations_dir: Path) -> list[tuple[Path, ET.Element]]:
 
 
 def voc_to_coco(
-    images_dir: str | Path, annotations_dir: str | Path, classes: Sequence[str] | None = None
+    images_dir: str | Path,
+    annotations_dir: str | Path,
+    classes: Sequence[str] | None = None,
+    boxes: str = "clip",
 ) -> Coco:
     """One COCO dataset from a folder of Pascal VOC XML files (one image per XML)."""
     images_dir, annotations_dir = Path(images_dir), Path(annotations_dir)
@@ -133,6 +139,7 @@ def voc_to_coco(
         p.relative_to(images_dir).with_suffix("").as_posix(): p for p in list_images(images_dir)
     }
     category_id = {name: i + 1 for i, name in enumerate(classes)}
+    policy = BoxPolicy(boxes)
     images: list[dict] = []
     annotations: list[dict] = []
     for xml_path, root in documents:
@@ -145,8 +152,8 @@ def voc_to_coco(
             raise InvalidInputError(
                 xml_path, f"no image for this file in {images_dir}", field="filename"
             )
-        width = _number(root.findtext("size/width") or "0", xml_path, "size", "width")
-        height = _number(root.findtext("size/height") or "0", xml_path, "size", "height")
+        width = parse_number(root.findtext("size/width") or "0", xml_path, "size", "width")
+        height = parse_number(root.findtext("size/height") or "0", xml_path, "size", "height")
         if width > 0 and height > 0:
             width, height = int(width), int(height)
         else:
@@ -175,23 +182,23 @@ def voc_to_coco(
             if box is None:
                 raise InvalidInputError(xml_path, "missing", record=record, field="bndbox")
             xmin, ymin, xmax, ymax = (
-                _number(box.findtext(k), xml_path, record, f"bndbox/{k}")
+                parse_number(box.findtext(k), xml_path, record, f"bndbox/{k}")
                 for k in ("xmin", "ymin", "xmax", "ymax")
             )
-            ann = _annotation(
-                len(annotations) + 1,
-                image_id,
-                category_id[name],
-                xmin - 1,
-                ymin - 1,
-                xmax - xmin + 1,
-                ymax - ymin + 1,
-            )
+            xywh = [xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]
+            xywh = policy.check(xywh, width, height, xml_path, record, "bndbox")
+            ann = coco_annotation(len(annotations) + 1, image_id, category_id[name], *xywh)
             difficult = obj.findtext("difficult")
             if difficult is not None and difficult.strip() not in ("", "0"):
                 ann["difficult"] = 1
             annotations.append(ann)
-    return _coco(images, annotations, classes, f"converted from Pascal VOC {annotations_dir}")
+    policy.warn(annotations_dir)
+    used = {image["file_name"] for image in images}
+    unlabeled = [p for p in by_stem.values() if p.relative_to(images_dir).as_posix() not in used]
+    warn_unmatched("images have no XML file", unlabeled, "not converted")
+    return coco_dataset(
+        images, annotations, classes, f"converted from Pascal VOC {annotations_dir}"
+    )
 
 
 def _fmt(value: float) -> str:
@@ -203,13 +210,11 @@ def _sorted_categories(coco: Coco) -> list[dict]:
     return sorted(coco["categories"], key=lambda c: c["id"])
 
 
-def coco_to_voc(coco: Coco, out_dir: str | Path) -> list[Path]:
+def coco_to_voc(coco: Coco, out_dir: str | Path, boxes: str = "clip") -> list[Path]:
     """Write one Pascal VOC XML per image (negatives included); return the written paths."""
     out_dir = Path(out_dir)
     names = {c["id"]: c["name"] for c in coco["categories"]}
-    by_image: dict[Any, list[dict]] = {im["id"]: [] for im in coco["images"]}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
+    by_image = _boxes_by_image(coco, BoxPolicy(boxes))
     written = []
     for im in coco["images"]:
         root = ET.Element("annotation")
@@ -220,8 +225,7 @@ def coco_to_voc(coco: Coco, out_dir: str | Path) -> list[Path]:
         ET.SubElement(size, "width").text = str(im["width"])
         ET.SubElement(size, "height").text = str(im["height"])
         ET.SubElement(size, "depth").text = "3"
-        for ann in by_image[im["id"]]:
-            x, y, w, h = ann["bbox"]
+        for ann, (x, y, w, h) in by_image[im["id"]]:
             obj = ET.SubElement(root, "object")
             ET.SubElement(obj, "name").text = names[ann["category_id"]]
             ET.SubElement(obj, "difficult").text = str(int(ann.get("difficult", 0)))
@@ -236,7 +240,9 @@ def coco_to_voc(coco: Coco, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, classes: Sequence[str]) -> Coco:
+def yolo_to_coco(
+    images_dir: str | Path, labels_dir: str | Path, classes: Sequence[str], boxes: str = "clip"
+) -> Coco:
     """One COCO dataset from images and YOLO label files; an image without a label file is a negative."""
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     if not labels_dir.is_dir():
@@ -244,8 +250,10 @@ def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, classes: Sequen
     image_paths = list_images(images_dir)
     if not image_paths:
         raise InvalidInputError(images_dir, "no images found")
+    policy = BoxPolicy(boxes)
     images: list[dict] = []
     annotations: list[dict] = []
+    unlabeled = []
     for image_path in image_paths:
         relative = image_path.relative_to(images_dir)
         width, height = image_size(image_path)
@@ -255,6 +263,7 @@ def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, classes: Sequen
         )
         label_path = labels_dir / relative.with_suffix(".txt")
         if not label_path.is_file():
+            unlabeled.append(image_path)
             continue
         for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
             fields = line.split()
@@ -281,41 +290,61 @@ def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, classes: Sequen
                     field="class",
                 )
             cx, cy, w, h = (
-                _number(v, label_path, record, k)
+                _unit(parse_number(v, label_path, record, k), label_path, record, k)
                 for v, k in zip(fields[1:], ("cx", "cy", "w", "h"), strict=True)
             )
             bw, bh = w * width, h * height
-            annotations.append(
-                _annotation(
-                    len(annotations) + 1,
-                    image_id,
-                    cls + 1,
-                    cx * width - bw / 2,
-                    cy * height - bh / 2,
-                    bw,
-                    bh,
-                )
-            )
-    return _coco(images, annotations, classes, f"converted from YOLO {labels_dir}")
+            xywh = [cx * width - bw / 2, cy * height - bh / 2, bw, bh]
+            xywh = policy.check(xywh, width, height, label_path, record, "cx cy w h")
+            annotations.append(coco_annotation(len(annotations) + 1, image_id, cls + 1, *xywh))
+    policy.warn(labels_dir)
+    matched = {(labels_dir / p.relative_to(images_dir)).with_suffix(".txt") for p in image_paths}
+    orphans = sorted(p for p in labels_dir.rglob("*.txt") if p not in matched)
+    orphans = [p for p in orphans if p.name != "classes.txt"]
+    warn_unmatched("label files have no image", orphans, "not converted")
+    warn_unmatched("images have no label file", unlabeled, "kept as defect-free")
+    return coco_dataset(images, annotations, classes, f"converted from YOLO {labels_dir}")
 
 
-def coco_to_yolo(coco: Coco, out_dir: str | Path) -> list[Path]:
+def _unit(value: float, file: Path, record: str, field: str) -> float:
+    """A YOLO value: a fraction of the image width or height, in 0..1."""
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise InvalidInputError(file, f"must be in 0..1, got {value!r}", record=record, field=field)
+    return value
+
+
+def _boxes_by_image(coco: Coco, policy: BoxPolicy) -> dict[Any, list[tuple[dict, list[float]]]]:
+    """Each image's (annotation, checked box) pairs, for writing; raises the first bad record."""
+    raise_first(validate(coco, CONVERTER_RULES), "COCO data")
+    sizes = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+    by_image: dict[Any, list[tuple[dict, list[float]]]] = {im["id"]: [] for im in coco["images"]}
+    for i, ann in enumerate(coco["annotations"]):
+        box = policy.check(
+            ann["bbox"],
+            *sizes[ann["image_id"]],
+            "COCO data",
+            record_name("annotations", i, ann),
+            "bbox",
+        )
+        by_image[ann["image_id"]].append((ann, box))
+    policy.warn("COCO data")
+    return by_image
+
+
+def coco_to_yolo(coco: Coco, out_dir: str | Path, boxes: str = "clip") -> list[Path]:
     """Write one YOLO label file per image (empty for negatives) and classes.txt; return label paths."""
     out_dir = Path(out_dir)
     categories = _sorted_categories(coco)
     # YOLO indices are positions in the id-sorted category list, so gaps in ids disappear.
     index = {c["id"]: i for i, c in enumerate(categories)}
-    by_image: dict[Any, list[dict]] = {im["id"]: [] for im in coco["images"]}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
+    by_image = _boxes_by_image(coco, BoxPolicy(boxes))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classes.txt").write_text("".join(f"{c['name']}\n" for c in categories))
     written = []
     for im in coco["images"]:
         width, height = float(im["width"]), float(im["height"])
         lines = []
-        for ann in by_image[im["id"]]:
-            x, y, w, h = ann["bbox"]
+        for ann, (x, y, w, h) in by_image[im["id"]]:
             lines.append(
                 f"{index[ann['category_id']]} {(x + w / 2) / width:.8f} {(y + h / 2) / height:.8f} "
                 f"{w / width:.8f} {h / height:.8f}\n"
@@ -325,73 +354,3 @@ def coco_to_yolo(coco: Coco, out_dir: str | Path) -> list[Path]:
         path.write_text("".join(lines))
         written.append(path)
     return written
-
-
-def deeppcb_to_coco(root: str | Path, split: str) -> Coco:
-    """The DeepPCB ``trainval`` or ``test`` split as COCO, file names relative to ``root``."""
-    root = Path(root)
-    list_file = root / f"{split}.txt"
-    if not list_file.is_file():
-        raise InvalidInputError(list_file, "DeepPCB split list not found")
-    images: list[dict] = []
-    annotations: list[dict] = []
-    for line_no, line in enumerate(list_file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        if len(fields) != 2:
-            raise InvalidInputError(
-                list_file, "expected 'image.jpg labels.txt'", record=f"line {line_no}"
-            )
-        # The listed image name drops the '_test' suffix that the file on disk has.
-        image_rel = Path(fields[0])
-        image_rel = image_rel.with_name(f"{image_rel.stem}_test{image_rel.suffix}")
-        if not (root / image_rel).is_file():
-            raise ImageReadError(
-                root / image_rel, "image file not found", record=f"{list_file.name} line {line_no}"
-            )
-        image_id = len(images) + 1
-        # All DeepPCB crops are 640x640 (README); reading 1500 headers would only confirm it.
-        images.append(
-            {"id": image_id, "file_name": image_rel.as_posix(), "width": 640, "height": 640}
-        )
-        label_path = root / fields[1]
-        try:
-            label_lines = label_path.read_text().splitlines()
-        except OSError:
-            raise InvalidInputError(
-                label_path, "label file not found", record=f"{list_file.name} line {line_no}"
-            ) from None
-        for box_no, box_line in enumerate(label_lines, start=1):
-            values = box_line.replace(",", " ").split()
-            if not values:
-                continue
-            record = f"line {box_no}"
-            if len(values) != 5:
-                raise InvalidInputError(
-                    label_path, f"expected 'x1 y1 x2 y2 type', got {box_line!r}", record=record
-                )
-            x1, y1, x2, y2 = (
-                _number(v, label_path, record, k)
-                for v, k in zip(values[:4], ("x1", "y1", "x2", "y2"), strict=True)
-            )
-            kind = int(_number(values[4], label_path, record, "type"))
-            if not 1 <= kind <= len(DEEPPCB_CLASSES):
-                raise InvalidInputError(
-                    label_path, f"unknown defect type {kind}", record=record, field="type"
-                )
-            annotations.append(
-                _annotation(len(annotations) + 1, image_id, kind, x1, y1, x2 - x1, y2 - y1)
-            )
-    return _coco(
-        images, annotations, DEEPPCB_CLASSES, f"DeepPCB {split} split, converted from {root.name}"
-    )
-
-
-def convert_deeppcb(root: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``trainval.json`` and ``test.json`` for DeepPCB's official splits; return split -> path."""
-    out_dir = Path(out_dir)
-    return {
-        split: save_coco(deeppcb_to_coco(root, split), out_dir / f"{split}.json")
-        for split in ("trainval", "test")
-    }
