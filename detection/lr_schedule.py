@@ -14,7 +14,6 @@ def lr_factor(
     total_steps: int,
     milestones: Sequence[int] = (),
     gamma: float = 0.1,
-    min_factor: float = 0.0,
 ) -> Callable[[int], float]:
     """Multiplier of the base lr at a given optimizer step (for `torch.optim.lr_scheduler.LambdaLR`).
 
@@ -34,7 +33,7 @@ def lr_factor(
             return warm * gamma ** sum(step >= m for m in milestones)
         if kind == "cosine":
             progress = min(1.0, step / max(1, total_steps))
-            return warm * (min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
+            return warm * 0.5 * (1 + math.cos(math.pi * progress))
         return warm
 
     return factor

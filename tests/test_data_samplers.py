@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import json
 
 import numpy as np
 import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from coco_fixtures import random_images, write_coco
 from lightning.fabric.utilities.data import _replace_dunder_methods
 from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
@@ -77,27 +79,36 @@ def test_two_ranks_through_lightnings_distributed_sampler(tmp_path):
     _check_two_ranks(batches_per_rank, dataset, group_ids)
 
 
+def _rank_batches(rank, world_size, store, out_dir, annotations):
+    """One rank of a real gloo process group, without Lightning: the datamodule shards itself."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        dm = CocoDataModule(
+            train_annotations=annotations, batch_size=4, num_workers=0, train_transforms=None
+        )
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        first = [list(b) for b in loader.batch_sampler]
+        loader.batch_sampler.sampler.set_epoch(1)  # what a training loop calls each epoch
+        second = [i for b in loader.batch_sampler for i in b]
+        with open(f"{out_dir}/rank{rank}.json", "w") as handle:
+            json.dump({"first": first, "second": second}, handle)
+    finally:
+        dist.destroy_process_group()
+
+
 def test_two_ranks_sharded_by_the_datamodule(tmp_path):
-    """use_distributed_sampler=False: the datamodule builds the DistributedSampler itself."""
+    """Under torch.distributed without a Trainer, the datamodule builds the DistributedSampler."""
+    ann, _ = write_coco(tmp_path, random_images(30, sizes=SIZES))
+    mp.spawn(_rank_batches, args=(2, str(tmp_path / "store"), str(tmp_path), str(ann)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     dm = _datamodule(tmp_path)
     dm.setup("fit")
     dataset = dm.datasets["train"]
     group_ids = create_aspect_ratio_groups(dataset.aspect_ratios(), k=3)
-    batches_per_rank, epoch_orders = [], []
-    for rank in (0, 1):
-        dm.trainer = SimpleNamespace(
-            world_size=2,
-            global_rank=rank,
-            _accelerator_connector=SimpleNamespace(use_distributed_sampler=False),
-        )
-        loader = dm.train_dataloader()
-        assert isinstance(loader.batch_sampler.sampler, DistributedSampler)
-        batches_per_rank.append(list(loader.batch_sampler))
-        loader.batch_sampler.sampler.set_epoch(1)  # what Lightning calls each epoch
-        epoch_orders.append([i for b in loader.batch_sampler for i in b])
-    _check_two_ranks(batches_per_rank, dataset, group_ids)
-    assert sorted(epoch_orders[0] + epoch_orders[1]) == list(range(len(dataset)))
-    assert epoch_orders[0] != [i for b in batches_per_rank[0] for i in b]  # reshuffled
+    _check_two_ranks([r["first"] for r in ranks], dataset, group_ids)
+    assert sorted(ranks[0]["second"] + ranks[1]["second"]) == list(range(len(dataset)))
+    assert ranks[0]["second"] != [i for b in ranks[0]["first"] for i in b]  # reshuffled
 
 
 def test_grouping_disabled_gives_a_plain_shuffled_loader(tmp_path):
@@ -105,7 +116,8 @@ def test_grouping_disabled_gives_a_plain_shuffled_loader(tmp_path):
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert isinstance(loader.sampler, RandomSampler) and loader.batch_size == 4
-    assert isinstance(dm.val_dataloader.__self__, CocoDataModule)
+    indices = [i for batch in loader.batch_sampler for i in batch]
+    assert sorted(indices) == list(range(30)) and indices != list(range(30))  # shuffled, all once
 
 
 def test_eval_loader_is_sequential(tmp_path):

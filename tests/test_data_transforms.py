@@ -90,9 +90,13 @@ def test_bad_spec_is_a_one_line_error(spec, words):
 
 
 def test_eval_refuses_transforms_that_move_pixels():
-    assert (
-        build_transforms([{"name": "RandomBrightnessContrast", "p": 1.0}], train=False) is not None
+    brighten = build_transforms(
+        [{"name": "RandomBrightnessContrast", "brightness_limit": (0.3, 0.3), "p": 1.0}],
+        train=False,
     )
+    image = np.full((8, 8, 3), 100, np.uint8)
+    out = brighten(image=image, bboxes=np.zeros((0, 4)), labels=np.zeros(0, np.int64))
+    assert out["image"].shape == image.shape and out["image"].mean() > 100  # pixels, not boxes
     with pytest.raises(InvalidInputError, match="moves pixels"):
         build_transforms([{"name": "RandomScale"}], train=False)
 

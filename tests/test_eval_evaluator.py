@@ -10,7 +10,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from detection.errors import InvalidInputError
-from detection.evaluation import evaluator as evaluator_module
 from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
 
 
@@ -135,30 +134,6 @@ def shards(per_image, world_size):
     ids = sorted(per_image)
     padded = ids + ids[: (-len(ids)) % world_size]
     return [padded[rank::world_size] for rank in range(world_size)]
-
-
-def test_gathers_and_deduplicates_across_ranks(monkeypatch):
-    gt, per_image = make_case(n_images=11)
-    world = 3
-    rank_evaluators = []
-    for shard in shards(per_image, world):
-        evaluator = DetectionEvaluator(gt)
-        for image_id in shard:
-            evaluator.process(image_id, per_image[image_id])
-        rank_evaluators.append(evaluator)
-    gathered = [list(e._records.items()) for e in rank_evaluators]
-
-    def all_gather_object(out, obj):
-        assert obj in gathered
-        out[:] = gathered
-
-    monkeypatch.setattr(evaluator_module.dist, "is_available", lambda: True)
-    monkeypatch.setattr(evaluator_module.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(evaluator_module.dist, "get_world_size", lambda: world)
-    monkeypatch.setattr(evaluator_module.dist, "all_gather_object", all_gather_object)
-    reports = [e.evaluate() for e in rank_evaluators]
-    expected = evaluate_detections(gt, flat(per_image)).report
-    assert all(report == expected for report in reports)
 
 
 def _ddp_worker(rank, world_size, store, out_dir, gt, per_image):

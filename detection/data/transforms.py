@@ -21,9 +21,6 @@ from detection.errors import InvalidInputError
 # build_model(min_size=[640, ..., 800]) draws a size per image instead, on the device.
 DEFAULT_TRAIN_TRANSFORMS: list[dict[str, Any]] = [{"name": "HorizontalFlip", "p": 0.5}]
 
-# Evaluation sees the original pixels, so predictions are scored in ground-truth coordinates.
-DEFAULT_EVAL_TRANSFORMS: list[dict[str, Any]] | None = None
-
 # Pixel transforms that treat every channel alike, so a grayscale image may stay 1-channel
 # through them (a third of the work). Geometric (dual) transforms are all channel-blind.
 # Not CLAHE: on RGB it equalizes the L channel of LAB, which differs from equalizing gray.
