@@ -16,6 +16,9 @@ GPU (R50-FPN at 800 px, mixed precision, batched):
         --model fasterrcnn_resnet50_fpn --min-size 800 --max-size 1333 --size 1333x800 \
         --images 200 --out results/bench_inspect_gpu.json
 
+ONNX Runtime against the eager model (CPU; same images, decoded once, same Detector settings):
+    python scripts/bench_inspect.py --onnx --out results/bench_onnx.json
+
 Weights are random (seeded) unless --checkpoint is given: speed does not depend on training,
 and untrained heads score every proposal near 0.5, so post-processing and output are the
 worst case (100 detections per image).
@@ -73,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds of each; median kept")
     parser.add_argument("--workdir", help="keep images and outputs here (default: a temp folder)")
     parser.add_argument("--out", default="results/bench_inspect.json", help="JSON report")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="instead: the exported ONNX model in onnxruntime against the eager model, on CPU",
+    )
     return parser.parse_args(argv)
 
 
@@ -179,9 +187,57 @@ def inspect_job(
     return time.perf_counter() - start, summary
 
 
+def onnx_against_eager(args: argparse.Namespace, checkpoint: Path, paths: list[str]) -> dict:
+    """Images/s of Detector.predict with the eager model and with its ONNX export (CPU), with
+    one thread and with one per usable core; decisions compared image by image."""
+    from detection.inference.export import export_onnx
+
+    onnx_path = export_onnx(checkpoint, checkpoint.with_suffix(".onnx"))
+    images = [
+        torch.from_numpy(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+        for p in paths
+    ]
+    report: dict = {"images": len(images), "threads": {}}
+    for count in sorted({1, usable_cores()}):
+        with threads(count):  # onnxruntime sessions take torch's thread count when made
+            models = {
+                "eager": Detector.from_checkpoint(checkpoint, device="cpu", precision="32"),
+                "onnx": Detector.from_checkpoint(onnx_path, device="cpu"),
+            }
+            runs = {"eager batch 1": ("eager", 1), "eager batch 4": ("eager", 4)}
+            runs["onnxruntime"] = ("onnx", 1)
+            for name, batch in runs.values():
+                models[name].predict_tensors(images[:2], batch_size=batch)  # warm-up
+            times: dict[str, list[float]] = {run: [] for run in runs}
+            decisions = {}
+            for round_ in range(args.repeats):
+                for run in runs if round_ % 2 == 0 else reversed(runs):
+                    name, batch = runs[run]
+                    start = time.perf_counter()
+                    predictions = models[name].predict_tensors(images, batch_size=batch)
+                    times[run].append(time.perf_counter() - start)
+                    decisions[name] = [p.decision for p in predictions]
+        rates = {run: len(images) / statistics.median(t) for run, t in times.items()}
+        eager_best = max(rates["eager batch 1"], rates["eager batch 4"])
+        report["threads"][count] = {
+            "images_per_s": {run: round(rate, 3) for run, rate in rates.items()},
+            "onnx_vs_best_eager": round(rates["onnxruntime"] / eager_best, 3),
+            "same_decisions": decisions["eager"] == decisions["onnx"],
+        }
+        summary = ", ".join(f"{run} {rate:.2f}" for run, rate in rates.items())
+        print(
+            f"{count} thread(s): {summary} img/s; onnxruntime / best eager "
+            f"{rates['onnxruntime'] / eager_best:.2f}x; same decisions "
+            f"{decisions['eager'] == decisions['onnx']}"
+        )
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print both rates and their ratio, write the JSON report."""
     args = parse_args(argv)
+    if args.onnx:
+        return main_onnx(args)
     device = resolve_device(args.device)
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,6 +329,32 @@ def main(argv: list[str] | None = None) -> int:
         f"{job_rate / naive_rate:.2f}x  ({report['model']}, {width}x{height}, {device}, "
         f"precision {report['precision']}, batch {report['batch_size']}, "
         f"workers {report['workers']})"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def main_onnx(args: argparse.Namespace) -> int:
+    """The --onnx benchmark: write its JSON report."""
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        paths = make_images(work / "images", args.images, width, height)
+        checkpoint = (
+            Path(args.checkpoint)
+            if args.checkpoint
+            else make_checkpoint(args, work / "random.ckpt")
+        )
+        report = onnx_against_eager(args, checkpoint, paths)
+    report.update(
+        model=args.model if not args.checkpoint else args.checkpoint,
+        image_size=[width, height],
+        cpu=platform.processor() or platform.machine(),
+        usable_cores=usable_cores(),
+        load_average_1min=round(os.getloadavg()[0], 2),
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
