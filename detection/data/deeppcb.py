@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from detection.data.box_policy import BoxPolicy
-from detection.data.formats import Coco, coco_annotation, coco_dataset, parse_number, save_coco
+from detection.data.formats import (
+    Coco,
+    coco_annotation,
+    coco_dataset,
+    parse_number,
+    read_text,
+    save_coco,
+)
 from detection.errors import ImageReadError, InvalidInputError
 
 DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
@@ -24,7 +31,7 @@ def deeppcb_to_coco(root: str | Path, split: str) -> Coco:
     policy = BoxPolicy("clip")
     images: list[dict] = []
     annotations: list[dict] = []
-    for line_no, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_text(list_file).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -51,7 +58,7 @@ def deeppcb_to_coco(root: str | Path, split: str) -> Coco:
         )
         label_path = root / fields[1]
         try:
-            label_lines = label_path.read_text().splitlines()
+            label_lines = read_text(label_path).splitlines()
         except OSError:
             raise InvalidInputError(
                 label_path, "label file not found", record=f"{list_file.name} line {line_no}"

@@ -18,6 +18,7 @@ label file) are reported as a ConversionWarning.
 from __future__ import annotations
 
 import json
+import stat
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,13 +32,29 @@ from detection.images import IMAGE_EXTENSIONS, image_size
 Coco = dict[str, Any]
 
 
+def read_text(path: str | Path) -> str:
+    """A regular UTF-8 text file (a BOM allowed); anything else is a one-line InvalidInputError."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
+            raise InvalidInputError(path, "not a regular file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInputError(path, "file not found") from None
+    except OSError as exc:
+        raise InvalidInputError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problem = f"is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8"
+        raise InvalidInputError(path, problem, record=f"line {line}") from None
+
+
 def read_classes(path: str | Path) -> list[str]:
     """Class names from a text file, one per line (blank lines ignored)."""
     path = Path(path)
-    try:
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise InvalidInputError(path, f"cannot read class list ({exc.strerror or exc})") from None
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not names:
         raise InvalidInputError(path, "class list is empty")
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -265,7 +282,7 @@ def yolo_to_coco(
         if not label_path.is_file():
             unlabeled.append(image_path)
             continue
-        for line_no, line in enumerate(label_path.read_text().splitlines(), start=1):
+        for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
             fields = line.split()
             if not fields:
                 continue

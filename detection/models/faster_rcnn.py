@@ -150,7 +150,7 @@ def _load_problem(err: Exception) -> str:
     text = str(err)
     if isinstance(err, pickle.UnpicklingError) and "weights_only" in text:
         return "it holds Python objects that would run code when loaded (refused)"
-    if "central directory" in text or isinstance(err, EOFError):
+    if "central directory" in text or isinstance(err, EOFError | OSError):
         return "truncated or corrupt file (an interrupted copy or save?)"
     if "_use_new_zipfile_serialization" in text:  # mmap refuses the legacy format
         return "not a torch zip archive, as every Lightning checkpoint is"
