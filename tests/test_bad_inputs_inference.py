@@ -17,21 +17,16 @@ import numpy as np
 import pytest
 import torch
 from bad_images import within, write_bad_files
-from inference_fixtures import (  # noqa: F401 - fixtures
-    build_square_model,
-    make_meta,
-    save_checkpoint,
-    single_thread,
-    square_checkpoint,
-    square_image,
-)
 from PIL import Image
+from square_model import build_square_model, make_meta, save_checkpoint, square_image
 
 from detection.commands.inspect import EXIT_INPUT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from detection.commands.inspect import main as inspect_main
 from detection.errors import ImageReadError, InvalidInputError
 from detection.inference.predictor import Detector
 from detection.inference.writer import error_files, iter_records, result_files
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 
 
 def _good_images(folder: Path, count: int, seed: int = 0) -> list[str]:
@@ -47,7 +42,7 @@ def _good_images(folder: Path, count: int, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def detector(square_checkpoint: Path) -> Detector:  # noqa: F811
+def detector(square_checkpoint: Path) -> Detector:
     return Detector.from_checkpoint(square_checkpoint, device="cpu")
 
 
@@ -94,7 +89,7 @@ def test_predict_refuses_each_bad_file_naming_its_path(detector: Detector, tmp_p
     assert len(detector.predict(good)) == 1  # the same detector still works
 
 
-def test_pixel_limit_applies_to_arrays(square_checkpoint: Path) -> None:  # noqa: F811
+def test_pixel_limit_applies_to_arrays(square_checkpoint: Path) -> None:
     small = Detector.from_checkpoint(square_checkpoint, device="cpu", max_pixels=1000)
     with pytest.raises(ValueError, match=r"^image #0: image is 64x64 = 4096 pixels.*=1000"):
         small.predict(GOOD)
@@ -109,7 +104,7 @@ def _records(out: Path) -> tuple[list[dict], list[dict]]:
 
 def test_inspect_reports_each_bad_file_and_inspects_the_good_ones(
     tmp_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
 ) -> None:
     folder = tmp_path / "in"
     good = _good_images(folder, 3)
@@ -157,7 +152,7 @@ def test_inspect_with_a_model_that_cannot_run_fails_at_start(
 
 def test_sigterm_ends_inspect_like_ctrl_c_and_a_rerun_completes(
     tmp_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
 ) -> None:
     folder = tmp_path / "in"
     good = _good_images(folder, 40, seed=5)

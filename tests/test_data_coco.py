@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from coco_fixtures import edit_json, truncate_file, write_coco
+from coco_files import edit_json, truncate_file, write_coco
 
 from detection.data.coco import CocoDetection, read_categories
 from detection.data.transforms import build_transforms
@@ -241,8 +241,14 @@ def test_bad_annotation_names_file_record_and_field(tmp_path, changes, words):
 @pytest.mark.parametrize(
     ("images", "words"),
     [
-        ([{"id": 1, "file_name": "a.jpg", "width": 0, "height": 5}], ["images[0] (id 1)", "'width'"]),
-        ([{"id": "1", "file_name": "a.jpg", "width": 5, "height": 5}], ["images[0] (id '1')", "'id'"]),
+        (
+            [{"id": 1, "file_name": "a.jpg", "width": 0, "height": 5}],
+            ["images[0] (id 1)", "'width'"],
+        ),
+        (
+            [{"id": "1", "file_name": "a.jpg", "width": 5, "height": 5}],
+            ["images[0] (id '1')", "'id'"],
+        ),
         ([{"id": 1, "width": 5, "height": 5}], ["images[0] (id 1)", "'file_name'"]),
         (
             [{"id": 1, "file_name": "a.jpg", "width": 5, "height": 5}] * 2,

@@ -7,7 +7,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from coco_fixtures import random_images, truncate_file, write_coco
+from coco_files import random_images, truncate_file, write_coco
 
 from detection.data.datamodule import CocoDataModule
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS

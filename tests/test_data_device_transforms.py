@@ -9,7 +9,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
-from coco_fixtures import random_images, write_coco
+from coco_files import random_images, write_coco
 
 from detection.data.datamodule import CocoDataModule
 from detection.data.device_transforms import (

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from coco_fixtures import random_images, write_coco
+from coco_files import random_images, write_coco
 from lightning.fabric.utilities.data import _replace_dunder_methods
 from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler

@@ -9,15 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from inference_fixtures import (  # noqa: F401 - fixtures
-    CATEGORY_IDS,
-    CLASS_NAMES,
-    single_thread,
-    square_checkpoint,
-    square_image,
-)
+from square_model import CATEGORY_IDS, CLASS_NAMES, square_image
 
 from detection import Detector, evaluate_checkpoint, evaluate_detections
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +45,7 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_detections_are_the_detectors_and_thresholds_the_checkpoints(
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
     split: tuple[Path, Path],
 ) -> None:
     gt, root = split
@@ -70,7 +67,7 @@ def test_detections_are_the_detectors_and_thresholds_the_checkpoints(
 
 
 def test_thresholds_override_the_checkpoints(
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
     split: tuple[Path, Path],
 ) -> None:
     gt, root = split
@@ -79,7 +76,7 @@ def test_thresholds_override_the_checkpoints(
 
 
 def test_eval_deeppcb_script_runs_on_the_public_api(
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
     split: tuple[Path, Path],
     tmp_path: Path,
 ) -> None:

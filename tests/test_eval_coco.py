@@ -327,7 +327,10 @@ def test_missing_field_is_named():
 
 def test_bad_ground_truth_and_files_are_named(tmp_path):
     bad_gt = make_gt([(1, 7, [10, 10, 20, 20], 0)])
-    with pytest.raises(InvalidInputError, match=r"annotations\[0\] \(id 1\): field 'category_id': no category with id 7"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"annotations\[0\] \(id 1\): field 'category_id': no category with id 7",
+    ):
         evaluate_coco(bad_gt, [])
     with pytest.raises(InvalidInputError, match=r"missing.json: file not found"):
         evaluate_coco(tmp_path / "missing.json", [])

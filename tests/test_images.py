@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from bad_images import HUGE_SIDE, within, write_bad_files, write_huge_png
-from coco_fixtures import truncate_file, write_image
+from coco_files import truncate_file, write_image
 from PIL import Image
 
 from detection.commands.data import main as data_main

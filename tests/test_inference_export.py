@@ -7,20 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from inference_fixtures import (  # noqa: F401 - fixtures
-    single_thread,
-    square_checkpoint,
-    square_image,
-)
+from square_model import square_image
 
 from detection.commands.export import main
 from detection.inference.export import load_torchscript
 from detection.inference.predictor import Detector
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
+
 
 def test_exported_model_gives_the_detector_boxes(
     tmp_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
     capsys: pytest.CaptureFixture,
 ) -> None:
     out = tmp_path / "deploy" / "model.pt"

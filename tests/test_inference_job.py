@@ -15,17 +15,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from inference_fixtures import (  # noqa: F401 - fixtures
-    single_thread,
-    square_checkpoint,
-    square_image,
-)
+from square_model import square_image
 
 from detection.commands.inspect import EXIT_INPUT_ERRORS, EXIT_USAGE, main
 from detection.inference.job import FAILED_DIR, InspectConfig, failed_image_name, run_inspect
 from detection.inference.predictor import Detector
 from detection.inference.sources import shard_items
 from detection.inference.writer import error_file, error_files, iter_records, result_files
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 
 
 def _write_png(path: Path, image: np.ndarray) -> str:
@@ -65,7 +63,7 @@ def all_records(out: Path) -> tuple[list[dict], list[dict]]:
 @pytest.fixture(scope="module")
 def finished(
     tmp_path_factory: pytest.TempPathFactory,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
 ) -> dict:
     """One complete job over a folder with good, bad and oversized images."""
     root = tmp_path_factory.mktemp("job")
@@ -97,7 +95,7 @@ def test_bad_files_are_reported_and_skipped(finished: dict) -> None:
     assert summary["images_per_s"] > 0
 
 
-def test_inspect_agrees_with_detector(finished: dict, square_checkpoint: Path) -> None:  # noqa: F811
+def test_inspect_agrees_with_detector(finished: dict, square_checkpoint: Path) -> None:
     results, _ = all_records(finished["out"])
     by_image = {r["image"]: r for r in results}
     detector = Detector.from_checkpoint(square_checkpoint, device="cpu")
@@ -169,7 +167,7 @@ def test_restart_with_other_settings_is_refused(
 )
 def test_cli_errors_are_one_line(
     tmp_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
     capsys: pytest.CaptureFixture,
     argv: list[str],
     message: str,
@@ -193,7 +191,7 @@ def _lines(out: Path) -> int:
 
 def test_sigkill_at_any_point_then_restart_gives_each_image_once(
     tmp_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
 ) -> None:
     images, bad = make_folder(tmp_path / "in", good=30, seed=1)
     out = tmp_path / "out"
@@ -250,7 +248,7 @@ def test_sigkill_at_any_point_then_restart_gives_each_image_once(
 
 def test_two_ranks_split_the_inputs_and_each_image_is_done_once(
     tmp_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
 ) -> None:
     images, bad = make_folder(tmp_path / "in", good=8, seed=2)
     out = tmp_path / "out"
@@ -280,7 +278,7 @@ def test_two_ranks_split_the_inputs_and_each_image_is_done_once(
 
 def test_an_image_the_model_fails_on_becomes_an_error_line(
     tmp_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     images, _ = make_folder(tmp_path / "in", good=4, seed=3)

@@ -9,22 +9,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from inference_fixtures import (  # noqa: F401 - square_checkpoint is a fixture
-    paint_square,
-    single_thread,
-    square_checkpoint,
-    square_image,
-)
 from PIL import Image
+from square_model import paint_square, square_image
 from torchvision.ops import box_iou
 
 from detection.errors import ImageReadError
 from detection.inference.predictor import Detector, Prediction
 from detection.models.checkpoint import CheckpointMeta, load_model
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
+
 
 @pytest.fixture(scope="module")
-def loaded(square_checkpoint: Path) -> tuple[torch.nn.Module, CheckpointMeta]:  # noqa: F811
+def loaded(square_checkpoint: Path) -> tuple[torch.nn.Module, CheckpointMeta]:
     return load_model(square_checkpoint)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inference_fixtures import make_meta, single_thread  # noqa: F401 - autouse fixture
+from square_model import make_meta
 
 from detection.errors import DetectionError, InvalidInputError, WeightsError
 from detection.inference.draw import draw_boxes
@@ -27,6 +27,8 @@ from detection.inference.writer import (
 )
 from detection.models.checkpoint import FORMAT_VERSION, CheckpointMeta
 from detection.thresholds import DECISION_DEFAULT, Thresholds
+
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 
 
 def _touch(path: Path, data: bytes = b"x") -> str:

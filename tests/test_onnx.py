@@ -10,11 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from inference_fixtures import (  # noqa: F401 - fixtures
-    single_thread,
-    square_checkpoint,
-    square_image,
-)
+from square_model import square_image
 from test_inference_job import all_records, make_folder
 
 from detection.commands.export import main as export_main
@@ -24,9 +20,11 @@ from detection.errors import DetectionError
 from detection.inference.onnx_model import OnnxModel
 from detection.inference.predictor import Detector, Prediction
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
+
 
 @pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory: pytest.TempPathFactory, square_checkpoint: Path) -> Path:  # noqa: F811
+def onnx_path(tmp_path_factory: pytest.TempPathFactory, square_checkpoint: Path) -> Path:
     """The square detector exported by `detection export --out model.onnx`."""
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     assert export_main(["--checkpoint", str(square_checkpoint), "--out", str(out)]) == 0
@@ -66,7 +64,7 @@ def test_export_writes_opset_17_with_dynamic_size_and_metadata(onnx_path: Path) 
     assert info["report_threshold"] == 0.05 and info["min_score"] == 0.05
 
 
-def test_onnx_detector_matches_the_checkpoint(onnx_path: Path, square_checkpoint: Path) -> None:  # noqa: F811
+def test_onnx_detector_matches_the_checkpoint(onnx_path: Path, square_checkpoint: Path) -> None:
     eager = Detector.from_checkpoint(square_checkpoint, device="cpu")
     runtime = Detector.from_checkpoint(onnx_path, device="cpu")
     assert isinstance(runtime.model, OnnxModel)
@@ -79,7 +77,7 @@ def test_onnx_detector_matches_the_checkpoint(onnx_path: Path, square_checkpoint
     assert any(len(p.boxes) == 0 for p in expected)  # and an image with no detections
 
 
-def test_onnx_detector_thresholds_and_tiles_match(onnx_path: Path, square_checkpoint: Path) -> None:  # noqa: F811
+def test_onnx_detector_thresholds_and_tiles_match(onnx_path: Path, square_checkpoint: Path) -> None:
     settings = {"device": "cpu", "thresholds": 0.3, "report_threshold": 0.2, "tile": 48}
     eager = Detector.from_checkpoint(square_checkpoint, **settings)
     runtime = Detector.from_checkpoint(onnx_path, **settings)
@@ -100,10 +98,23 @@ def test_missing_onnxruntime_names_the_extra(
         Detector.from_checkpoint(onnx_path, device="cpu")
 
 
+def test_export_without_onnx_is_one_line_naming_the_extra(
+    tmp_path: Path,
+    square_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    out = tmp_path / "model.onnx"
+    assert export_main(["--checkpoint", str(square_checkpoint), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'pip install "detection[onnx]"' in err and "\n" not in err and not out.exists()
+
+
 def test_inspect_with_onnx_gives_the_checkpoint_decisions_once(
     tmp_path: Path,
     onnx_path: Path,
-    square_checkpoint: Path,  # noqa: F811
+    square_checkpoint: Path,
 ) -> None:
     images, bad = make_folder(tmp_path / "in", good=6, seed=3)
     records = {}

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_training import LOSS_TERMS, fit_args, tiny_data  # noqa: F401 - fixture
+from test_training import LOSS_TERMS, fit_args
 
 from detection.cli import main
 
 
 def test_fit_writes_tensorboard_events_with_every_validation_metric(
     tmp_path: Path,
-    tiny_data: dict[str, Path],  # noqa: F811
+    tiny_data: dict[str, Path],
     capfd: pytest.CaptureFixture,
 ) -> None:
     # The default logger: no --trainer.logger given.

@@ -13,7 +13,6 @@ import torch
 
 from detection.cli import main
 from detection.data.datamodule import CocoDataModule
-from detection.data.synthetic import generate_dataset
 from detection.evaluation.coco import METRIC_KEYS
 from detection.lightning_module import DetectionModule, NonFiniteLossError
 from detection.lr_schedule import lr_factor
@@ -25,12 +24,6 @@ TINY_MODEL = {
     "max_size": 64,
     "model_kwargs": {"box_batch_size_per_image": 32, "rpn_post_nms_top_n_train": 100},
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("synthetic")
-    return generate_dataset(out, num_images=10, image_size=64, seed=3)
 
 
 def train_split(data: dict[str, Path]) -> dict[str, str]:

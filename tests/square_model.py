@@ -1,5 +1,7 @@
 """Test helpers for inference: checkpoints, and a tiny model trained to find bright squares.
 
+The fixtures built on them (`square_checkpoint`, `single_thread`) live in conftest.py.
+
 Training takes one to two minutes on two busy cores, so the checkpoint is cached in pytest's cache
 folder, keyed by the recipe and the torch versions; later runs load it in a second.
 """
@@ -7,14 +9,12 @@ folder, keyed by the recipe and the torch versions; later runs load it in a seco
 from __future__ import annotations
 
 import hashlib
-import math
 import json
-from collections.abc import Iterator
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 import torchvision
 
@@ -140,27 +140,3 @@ def trained_checkpoint(cache_dir: Path) -> Path:
     if not path.exists():
         save_checkpoint(train_square_model(), make_meta(), path)
     return path
-
-
-@pytest.fixture(scope="session")
-def square_checkpoint(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """Path of the trained square detector's checkpoint (cached across test runs)."""
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    folder = cache.mkdir("detection-inference") if cache else tmp_path_factory.mktemp("model")
-    return trained_checkpoint(Path(folder))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """Run a test module with one torch thread, then restore the setting.
-
-    Autouse in every module that imports it. On two cores shared with other jobs, a second
-    OpenMP thread mostly spins waiting: one Detector call measured 2.3 s with two threads and
-    0.18 s with one.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
