@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from detection.errors import DetectionError
+from detection.thresholds import Thresholds
 
 # Packaged with the code (configs/demo_*.yaml link here, for users to copy and edit).
 RECIPE_DIR = resources.files("detection") / "recipes"
@@ -60,8 +61,13 @@ def load_recipe(
     epochs: int | None = None,
     steps: int | None = None,
     seed: int | None = None,
+    threshold: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The demo settings: the device's packaged recipe (or `config`) plus overrides."""
+    """The demo settings: the device's packaged recipe (or `config`) plus overrides.
+
+    ``threshold`` holds `--threshold` values ('0.6', 'scratch=0.4'): the decision thresholds of
+    the test evaluation and the inspection instead of the calibrated ones.
+    """
     path = Path(config) if config is not None else RECIPE_DIR / RECIPES[device]
     if not path.is_file():
         raise DetectionError(f"{path}: demo recipe not found; pass one with --config")
@@ -74,6 +80,12 @@ def load_recipe(
     recipe.setdefault("seed", 0)
     if seed is not None:
         recipe["seed"] = seed
+    if threshold:
+        try:
+            Thresholds.parse(threshold)  # a bad value fails now, not after training
+        except ValueError as error:
+            raise DetectionError(str(error)) from None
+        recipe["inspect"]["thresholds"] = list(threshold)
     if images is not None:
         recipe["synthetic"]["num_images"] = images
     if size is not None:
@@ -275,7 +287,13 @@ def _float(value: Any) -> float | None:
 
 
 def evaluate_test(
-    checkpoint: Path, gt_path: Path, images: Path, report_dir: Path, device: str, batch_size: int
+    checkpoint: Path,
+    gt_path: Path,
+    images: Path,
+    report_dir: Path,
+    device: str,
+    batch_size: int,
+    thresholds: list[str] | None = None,
 ) -> tuple[Any, Any, list[dict[str, Any]]]:
     """Score the checkpoint on the test split with its calibrated thresholds; write metrics + plots.
 
@@ -287,12 +305,13 @@ def evaluate_test(
     from detection.inference.predictor import Detector
 
     evaluation = evaluate_checkpoint(
-        checkpoint, gt_path, images, device=device, batch_size=batch_size
+        checkpoint, gt_path, images, thresholds=thresholds, device=device, batch_size=batch_size
     )
     write_metrics_json(evaluation.report, report_dir / "metrics.json")
     save_plots(evaluation.curves, evaluation.report, report_dir)
     gt_images = sorted(json.loads(gt_path.read_text())["images"], key=lambda im: im["id"])
-    return evaluation, Detector.from_checkpoint(checkpoint, device=device), gt_images
+    detector = Detector.from_checkpoint(checkpoint, device=device, thresholds=thresholds)
+    return evaluation, detector, gt_images
 
 
 def inspect_test(
@@ -546,6 +565,7 @@ def run_demo(
             report_dir,
             device,
             int(recipe["data"].get("eval_batch_size") or recipe["data"].get("batch_size", 2)),
+            recipe["inspect"].get("thresholds"),
         )
 
     log(f"[4/5] inspect: test images -> {out / 'inspection'}")

@@ -49,13 +49,16 @@ class Thresholds:
 
     @classmethod
     def coerce(cls, value: ThresholdsLike) -> Thresholds:
-        """A Thresholds from a number (every class), a {class: value} mapping, None or itself."""
+        """A Thresholds from a number (every class), a {class: value} mapping, command-line
+        strings (``["0.6", "scratch=0.4"]``, as a recipe may hold them), None or itself."""
         if value is None:
             return cls()
         if isinstance(value, Thresholds):
             return value
         if isinstance(value, Mapping):
             return cls(per_class=value)
+        if isinstance(value, list | tuple):
+            return cls.parse(value) or cls()
         return cls(default=value)
 
     @classmethod
@@ -157,4 +160,4 @@ def add_threshold_argument(parser: argparse.ArgumentParser, default: str, *alias
     )
 
 
-ThresholdsLike = Union[Thresholds, float, Mapping[str, float], None]  # noqa: UP007 - runtime alias
+ThresholdsLike = Union[Thresholds, float, Mapping[str, float], Sequence[str], None]  # noqa: UP007 - runtime alias

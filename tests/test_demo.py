@@ -86,3 +86,13 @@ def test_print_config_shows_the_recipe(capsys: pytest.CaptureFixture) -> None:
     recipe = yaml.safe_load(capsys.readouterr().out)
     assert recipe["trainer"]["max_steps"] == 7 and recipe["trainer"]["val_check_interval"] == 7
     assert recipe["model"]["model_name"] == "fasterrcnn_resnet18_fpn"
+
+
+def test_threshold_option_has_the_inspect_syntax(capsys: pytest.CaptureFixture) -> None:
+    argv = ["demo", "--device", "cpu", "--print-config", "--threshold", "0.7"]
+    assert main([*argv, "--threshold", "spot=0.3"]) == 0
+    recipe = yaml.safe_load(capsys.readouterr().out)
+    assert recipe["inspect"]["thresholds"] == ["0.7", "spot=0.3"]
+    assert main(["demo", "--device", "cpu", "--print-config", "--threshold", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "--threshold '7'" in err and err.count("\n") == 1 and "Traceback" not in err

@@ -175,6 +175,9 @@ def test_thresholds_from_the_command_line() -> None:
     assert Thresholds.parse(["0.7"]) == Thresholds(0.7)
     assert Thresholds.parse(["square=0.3"]) == Thresholds(None, {"square": 0.3})
     assert Thresholds.parse(["0.7", "square=0.3"]) == Thresholds(0.7, {"square": 0.3})
+    # A recipe holds the same strings; numbers and mappings are taken as they are.
+    assert Thresholds.coerce(["0.7", "square=0.3"]) == Thresholds(0.7, {"square": 0.3})
+    assert Thresholds.coerce(0.4) == Thresholds(0.4) and Thresholds.coerce(None) == Thresholds()
     for bad in ("square=high", "=0.3", "1.5"):
         with pytest.raises(ValueError, match="--threshold"):
             Thresholds.parse([bad])

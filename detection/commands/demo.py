@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from detection.thresholds import add_threshold_argument
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `detection demo`."""
@@ -34,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--epochs", type=int, help="training epochs")
     group.add_argument("--steps", type=int, help="training steps (validates at the last one)")
     parser.add_argument("--seed", type=int, help="seed of data generation and training")
+    add_threshold_argument(
+        parser, "for the test evaluation and the inspection; default: calibrated on validation"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved recipe and exit"
@@ -84,6 +89,7 @@ def main(argv: list[str]) -> int:
         epochs=args.epochs,
         steps=args.steps,
         seed=args.seed,
+        threshold=args.threshold,
     )
     if args.print_config:
         print(yaml.safe_dump(recipe, sort_keys=False), end="")
