@@ -298,17 +298,23 @@ BAD_FILES = {
 }
 
 
-@pytest.mark.parametrize("kind", list(BAD_FILES))
-def test_bad_ckpt_path_is_one_line_error(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+FILE_OPTIONS = [("--ckpt_path", kind) for kind in BAD_FILES] + [
+    ("--model.weights", kind) for kind in ("missing", "empty", "text", "directory", "fifo")
+]
+
+
+@pytest.mark.parametrize("option, kind", FILE_OPTIONS)
+def test_bad_checkpoint_or_weights_path_is_one_line_error(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, kind: str
 ) -> None:
     make, problem = BAD_FILES[kind]
-    path = tmp_path / "resume.ckpt"
+    path = tmp_path / "given.ckpt"
     make(path)
     root = tmp_path / "run"
-    code, err = run(fit_args(data, root, f"--ckpt_path={path}"), capsys)
+    code, err = run(fit_args(data, root, f"{option}={path}"), capsys)
     assert code == 2
-    error_line(err, str(path), problem)
+    what = "checkpoint" if option == "--ckpt_path" else "weights"
+    error_line(err, str(path), problem.replace("checkpoint", what))
     assert not checkpoints(root)
 
 
@@ -321,18 +327,6 @@ def test_ckpt_path_of_another_model_is_refused_by_test(
     code, err = run(args, capsys)
     assert code == 2
     error_line(err, str(path), "trained as fasterrcnn_resnet18_fpn on classes ['square']")
-
-
-@pytest.mark.parametrize("kind", ["empty", "text", "fifo"])
-def test_bad_model_weights_file_is_one_line_error(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
-) -> None:
-    make, problem = BAD_FILES[kind]
-    path = tmp_path / "weights.pth"
-    make(path)
-    code, err = run(fit_args(data, tmp_path / "run", f"--model.weights={path}"), capsys)
-    assert code == 2
-    error_line(err, str(path), problem.replace("checkpoint", "weights"))
 
 
 # ------------------------------------------------------------ checkpoints given to export

@@ -68,7 +68,7 @@ def check_images(
                 print(f"checking the images of {label}: {done}/{total}", file=sys.stderr)
     if total >= PROGRESS_FROM:
         elapsed = time.monotonic() - started
-        print(f"checked {total} images of {label} in {elapsed:.0f} s", file=sys.stderr)
+        print(f"checked {total} images of {label} in {elapsed:.1f} s", file=sys.stderr)
     if failures:
         _, error = min(failures, key=lambda failure: failure[0])
         if len(failures) > 1:
