@@ -153,16 +153,16 @@ class Detector:
         self.meta = meta
         self.report_threshold = float(report_threshold)
         # The checkpoint's thresholds with the caller's overrides: what fails a part here.
-        self.decision = meta.thresholds.updated(thresholds)
-        self.decision.resolve(meta.class_names)  # unknown class names fail now, not mid-job
+        self.decision_thresholds = meta.thresholds.updated(thresholds)
+        self.decision_thresholds.resolve(meta.class_names)  # unknown names fail now, not mid-job
         self.tile = tile
         self.overlap = overlap
         self.max_pixels = max_pixels
         if tile is not None:
             tile_windows(tile, tile, tile, overlap)  # validates tile and overlap now, not mid-job
-        self._thresholds = self.decision.label_tensor(meta.class_names)
+        self._thresholds = self.decision_thresholds.label_tensor(meta.class_names)
         self.model = model.eval().to(self.device)
-        self.model.roi_heads.score_thresh = self.decision.lowest(
+        self.model.roi_heads.score_thresh = self.decision_thresholds.lowest(
             meta.class_names, self.report_threshold
         )
 
@@ -188,7 +188,7 @@ class Detector:
     @property
     def thresholds(self) -> dict[str, float]:
         """The class thresholds in use: class name -> score that fails a part."""
-        return self.decision.resolve(self.meta.class_names)
+        return self.decision_thresholds.resolve(self.meta.class_names)
 
     def predict(
         self,
