@@ -16,7 +16,7 @@ from detection.errors import DetectionError, InvalidInputError
 from detection.images import to_float_image
 from detection.lr_schedule import lr_factor
 from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
-from detection.models.faster_rcnn import build_model
+from detection.models.faster_rcnn import DEFAULT_IMPL, build_model
 from detection.thresholds import DECISION_DEFAULT, Thresholds
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class DetectionModule(L.LightningModule):
         min_size: int | list[int] = 800,
         max_size: int = 1333,
         model_kwargs: dict[str, Any] | None = None,
+        impl: Literal["batched", "torchvision"] = DEFAULT_IMPL,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.02,
         momentum: float = 0.9,
@@ -121,7 +122,8 @@ class DetectionModule(L.LightningModule):
                 field="num_classes",
             )
         self.save_hyperparameters()
-        model_args = {"min_size": min_size, "max_size": max_size, **(model_kwargs or {})}
+        model_args = {"min_size": min_size, "max_size": max_size, "impl": impl}
+        model_args.update(model_kwargs or {})
         self.model = build_model(
             model_name,
             num_classes,

@@ -25,6 +25,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
 from detection.errors import WeightsError, first_line
+from detection.models.batched import BatchedFasterRCNN
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ MODELS: dict[str, tuple[Callable[..., FasterRCNN], str | None]] = {
     ),
     "fasterrcnn_resnet18_fpn": (_fasterrcnn_resnet18_fpn, None),
 }
+
+
+# Forward passes over the same modules: the batched fast path, and torchvision's as reference.
+IMPLEMENTATIONS = ("batched", "torchvision")
+DEFAULT_IMPL = "batched"
 
 
 def available_models() -> list[str]:
@@ -223,18 +229,23 @@ def build_model(
     trainable_backbone_layers: int | None = None,
     min_size: int | tuple[int, ...] = 800,
     max_size: int = 1333,
+    impl: str = DEFAULT_IMPL,
     **kwargs: Any,
-) -> FasterRCNN:
-    """Build a torchvision Faster R-CNN for `num_classes` object classes (background excluded).
+) -> FasterRCNN | BatchedFasterRCNN:
+    """Build a Faster R-CNN for `num_classes` object classes (background excluded).
 
     `weights` is None (random init), a torchvision weight name ('DEFAULT', 'COCO_V1' or the full
     'FasterRCNN_ResNet50_FPN_Weights.COCO_V1'), or a local .pth/.ckpt file. Pretrained detection
-    weights for another class count keep everything but a fresh box predictor.
+    weights for another class count keep everything but a fresh box predictor. `impl` picks the
+    forward pass: 'batched' (the whole batch at once, no host syncs) or 'torchvision' (the
+    reference); both hold the same modules and state dict.
     """
     if name not in MODELS:
         raise WeightsError(
             f"unknown model '{name}'; choose one of: {', '.join(available_models())}"
         )
+    if impl not in IMPLEMENTATIONS:
+        raise WeightsError(f"unknown impl '{impl}'; choose one of: {', '.join(IMPLEMENTATIONS)}")
     builder, enum_name = MODELS[name]
     total = num_classes + 1  # torchvision counts background as class 0
     kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
@@ -272,4 +283,9 @@ def build_model(
             _as_pretrained(model.backbone.body, trainable_backbone_layers)
     if local is not None:
         _load_matching(model, load_state_dict_file(local), str(local))
-    return model
+    return BatchedFasterRCNN(model) if impl == "batched" else model
+
+
+def as_torchvision(model: nn.Module) -> FasterRCNN:
+    """The torchvision model behind `model` (itself if it is one), e.g. for TorchScript or ONNX."""
+    return model.reference() if isinstance(model, BatchedFasterRCNN) else model

@@ -1,0 +1,70 @@
+"""Matching anchors or proposals to ground truth, and balanced sampling, for a whole batch.
+
+torchvision's `Matcher` and `BalancedPositiveNegativeSampler` rules, on padded tensors: ground
+truth is (B, G, ...) with a validity mask, candidates are (B, N, ...); nothing leaves the device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BELOW_LOW_THRESHOLD = -1
+BETWEEN_THRESHOLDS = -2
+
+
+def match(
+    iou: Tensor, gt_valid: Tensor, high: float, low: float, allow_low_quality_matches: bool
+) -> Tensor:
+    """Index of the matched ground truth per candidate (B, N), or -1 (below low) / -2 (between).
+
+    `iou` is (B, G, N). Padded ground truth never matches; an image without any ground truth
+    leaves every candidate below the low threshold, as torchvision treats a background image.
+    """
+    iou = torch.where(gt_valid[:, :, None], iou, torch.full_like(iou, -1.0))
+    matched_vals, matches = iou.max(dim=1)
+    all_matches = matches
+    below = matched_vals < low
+    between = (matched_vals >= low) & (matched_vals < high)
+    matches = matches.masked_fill(below, BELOW_LOW_THRESHOLD)
+    matches = matches.masked_fill(between, BETWEEN_THRESHOLDS)
+    if allow_low_quality_matches:
+        # Candidates that are the best for some ground truth (ties included) keep their argmax.
+        highest = iou.max(dim=2, keepdim=True).values
+        best_for_some_gt = ((iou == highest) & gt_valid[:, :, None]).any(dim=1)
+        matches = torch.where(best_for_some_gt, all_matches, matches)
+    return matches
+
+
+def sample_balanced(
+    labels: Tensor,
+    batch_size_per_image: int,
+    positive_fraction: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pick candidates per image: (indices (B, S), positive (B, S), valid (B, S)).
+
+    `labels` (B, N): >= 1 positive, 0 negative, -1 ignored. As torchvision: at most
+    `int(batch_size_per_image * positive_fraction)` positives chosen at random, then negatives
+    fill the rest of `batch_size_per_image`. Positives come first in each row; slots beyond what
+    an image can fill are invalid. Random keys + top-k replace torchvision's per-image randperm.
+    """
+    batch, count = labels.shape
+    slots = min(batch_size_per_image, count)
+    max_positives = min(int(batch_size_per_image * positive_fraction), count)
+    keys = torch.rand(labels.shape, device=labels.device, generator=generator)
+    ignored = torch.full_like(keys, -1.0)
+    positive_keys, positive_idx = torch.where(labels >= 1, keys, ignored).topk(max_positives, dim=1)
+    negative_keys, negative_idx = torch.where(labels == 0, keys, ignored).topk(slots, dim=1)
+    num_positives = (positive_keys >= 0).sum(dim=1, keepdim=True)
+
+    slot = torch.arange(slots, device=labels.device)[None]
+    from_positives = slot < num_positives
+    negative_slot = (slot - num_positives).clamp(min=0)
+    if max_positives > 0:
+        positive_pick = positive_idx.gather(1, slot.clamp(max=max_positives - 1).expand(batch, -1))
+    else:
+        positive_pick = torch.zeros_like(negative_idx)
+    indices = torch.where(from_positives, positive_pick, negative_idx.gather(1, negative_slot))
+    valid = from_positives | (negative_keys.gather(1, negative_slot) >= 0)
+    return indices, from_positives, valid

@@ -1,0 +1,72 @@
+"""BatchedFasterRCNN: torchvision's Faster R-CNN modules with a batched, sync-free forward pass."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN
+
+from detection.models.batched.roi_heads import roi_heads_forward
+from detection.models.batched.rpn import rpn_forward
+from detection.models.batched.transform import batch_images, batch_targets, unbatch_detections
+
+
+class BatchedFasterRCNN(nn.Module):
+    """The same model as a torchvision `FasterRCNN` (same submodules, so the same state dict keys
+    both ways), computing each step over the whole batch at once.
+
+    Called like torchvision's model: `model(images)` in eval mode gives a list of dicts with
+    `boxes`, `labels`, `scores`; `model(images, targets)` in training mode gives the loss dict.
+    `masked_pooling` (None: on CUDA only) pools boxes on every FPN level instead of waiting for the
+    host to split them by level. `generator` seeds the balanced samplers.
+    """
+
+    def __init__(self, model: FasterRCNN, masked_pooling: bool | None = None) -> None:
+        super().__init__()
+        self.transform = model.transform
+        self.backbone = model.backbone
+        self.rpn = model.rpn
+        self.roi_heads = model.roi_heads
+        self.masked_pooling = masked_pooling
+        # Kept outside the module tree, so that its submodules (these same ones) are not listed
+        # twice in the state dict.
+        object.__setattr__(self, "_reference", model)
+        self.generator: torch.Generator | None = None
+        # Not persistent: the state dict stays exactly torchvision's.
+        self.register_buffer(
+            "pixel_mean", torch.tensor(model.transform.image_mean), persistent=False
+        )
+        self.register_buffer("pixel_std", torch.tensor(model.transform.image_std), persistent=False)
+
+    def reference(self) -> FasterRCNN:
+        """A torchvision FasterRCNN sharing these modules (for scripting and ONNX export)."""
+        return self._reference.train(self.training)
+
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """Losses in training mode, detections in original pixels in eval mode."""
+        if self.training and targets is None:
+            raise ValueError("targets are needed in training mode")
+        original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        mean = self.pixel_mean.to(images[0].dtype)
+        std = self.pixel_std.to(images[0].dtype)
+        batch = batch_images(self.transform, images, mean, std, self.training)
+        target_batch = None
+        if targets is not None and self.training:
+            target_batch = batch_targets(targets, original_sizes, batch)
+        features = self.backbone(batch.tensors)
+        if isinstance(features, Tensor):
+            features = {"0": features}
+        proposals, valid, rpn_losses = rpn_forward(
+            self.rpn, batch, list(features.values()), target_batch, self.generator
+        )
+        masked = self.masked_pooling
+        if masked is None:
+            masked = batch.tensors.device.type == "cuda"
+        detections, head_losses = roi_heads_forward(
+            self.roi_heads, features, proposals, valid, batch, target_batch, masked, self.generator
+        )
+        if self.training:
+            return {**head_losses, **rpn_losses}
+        return unbatch_detections(*detections, batch, original_sizes)

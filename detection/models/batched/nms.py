@@ -1,0 +1,62 @@
+"""Non-maximum suppression for a whole batch in one call, with a fixed-size output per image."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import nms
+
+
+def first_k_per_image(kept: Tensor, image: Tensor, num_images: int, k: int) -> Tensor:
+    """The first `k` entries of `kept` per image, in their order: (num_images, k), -1 padded.
+
+    `kept` holds flat candidate indices sorted by decreasing score and `image` the image of each.
+    A stable sort by image keeps the score order inside an image; ranks come from a cumulative
+    count, so the per-image cut needs no host round trip.
+    """
+    order = torch.sort(image, stable=True).indices
+    kept, image = kept[order], image[order]
+    counts = torch.zeros(num_images, dtype=torch.int64, device=kept.device)
+    counts.scatter_add_(0, image, torch.ones_like(image))
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(kept.numel(), device=kept.device) - starts[image]
+    dump = num_images * k  # one spare slot takes everything beyond the first k
+    slot = torch.where(rank < k, image * k + rank, torch.full_like(rank, dump))
+    out = torch.full((dump + 1,), -1, dtype=torch.int64, device=kept.device)
+    out.scatter_(0, slot, kept)
+    return out[:dump].view(num_images, k)
+
+
+def batched_nms_top_k(
+    boxes: Tensor,
+    scores: Tensor,
+    groups: Tensor,
+    num_groups: int,
+    valid: Tensor,
+    iou_threshold: float,
+    k: int,
+) -> tuple[Tensor, Tensor]:
+    """NMS within each (image, group), then the `k` best survivors per image.
+
+    boxes (B, N, 4), scores (B, N), groups (B, N) or (N,) int64 below `num_groups` (e.g. FPN
+    level or class), valid (B, N). Returns (indices into N, (B, k); valid (B, k)). One `nms` call serves the batch:
+    boxes of different images and groups are moved apart (torchvision's coordinate trick) in
+    float64, so the offsets cost no precision. Invalid candidates score -inf: they sort last and
+    so never suppress a valid one.
+    """
+    num_images, count = scores.shape
+    groups = groups.expand(num_images, count)
+    image = torch.arange(num_images, device=boxes.device)[:, None].expand(num_images, count)
+    keyed = (image * num_groups + groups).reshape(-1)
+    flat_boxes = boxes.reshape(-1, 4).double()
+    span = flat_boxes.max().clamp(min=0) + 1
+    shifted = flat_boxes + (keyed.double() * span)[:, None]
+    flat_scores = torch.where(valid, scores, torch.full_like(scores, float("-inf"))).reshape(-1)
+    # Autocast would run nms in float32, where the offsets would cost precision.
+    with torch.autocast(boxes.device.type, enabled=False):
+        kept = nms(shifted, flat_scores.double(), iou_threshold)
+    top = first_k_per_image(kept, torch.div(kept, count, rounding_mode="floor"), num_images, k)
+    # Invalid survivors rank after every valid one of their image: the valid ones are a prefix.
+    ok = (top >= 0) & valid.reshape(-1)[top.clamp(min=0)]
+    local = torch.where(ok, top - image[:, :1] * count, torch.zeros_like(top))
+    return local, ok

@@ -1,0 +1,187 @@
+"""The box head's forward pass over a whole batch, with torchvision's RoIHeads module (pooler,
+box head, predictor and settings): batched sampling and losses in training, batched
+post-processing in evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+
+from detection.models.batched.boxes import (
+    box_area,
+    box_iou,
+    clip_to_images,
+    decode,
+    encode,
+    is_large_enough,
+)
+from detection.models.batched.matching import (
+    BELOW_LOW_THRESHOLD,
+    BETWEEN_THRESHOLDS,
+    match,
+    sample_balanced,
+)
+from detection.models.batched.nms import batched_nms_top_k
+from detection.models.batched.transform import ImageBatch, TargetBatch
+
+
+def pool(
+    pooler: MultiScaleRoIAlign,
+    features: dict[str, Tensor],
+    boxes: Tensor,
+    image_sizes: list[tuple[int, int]],
+    masked: bool,
+) -> Tensor:
+    """RoIAlign of (B, S, 4) boxes on the FPN level each belongs to: (B * S, C, h, w).
+
+    Level choice and scales as torchvision's MultiScaleRoIAlign. `masked` pools every box on
+    every level and keeps its own level's result: more work, but no host sync (on a GPU that
+    is cheaper than waiting); otherwise each level pools only its boxes (4 host syncs).
+    """
+    maps = [value for name, value in features.items() if name in pooler.featmap_names]
+    batch, count = boxes.shape[:2]
+    image_index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)
+    rois = torch.cat([image_index.repeat_interleave(count)[:, None], boxes.reshape(-1, 4)], dim=1)
+    # torchvision infers each level's scale from the tallest image's height alone.
+    tallest = max(size[0] for size in image_sizes)
+    scales = [2 ** round(math.log2(m.shape[-2] / tallest)) for m in maps]
+    if len(maps) == 1:
+        return roi_align(maps[0], rois, pooler.output_size, scales[0], pooler.sampling_ratio)
+    k_min, k_max = int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
+    sides = torch.sqrt(box_area(rois[:, 1:]))
+    mapper = pooler.canonical_scale, pooler.canonical_level
+    levels = torch.floor(
+        mapper[1] + torch.log2(sides / mapper[0]) + torch.tensor(1e-6, dtype=sides.dtype)
+    )
+    levels = torch.clamp(levels, min=k_min, max=k_max).to(torch.int64) - k_min
+
+    channels = maps[0].shape[1]
+    height, width = pooler.output_size
+    result = maps[0].new_zeros((rois.shape[0], channels, height, width))
+    for level, (feature, scale) in enumerate(zip(maps, scales, strict=True)):
+        if masked:
+            pooled = roi_align(feature, rois, pooler.output_size, scale, pooler.sampling_ratio)
+            here = (levels == level)[:, None, None, None]
+            result = torch.where(here, pooled.to(result.dtype), result)
+        else:
+            idx = torch.where(levels == level)[0]
+            pooled = roi_align(feature, rois[idx], pooler.output_size, scale, pooler.sampling_ratio)
+            result[idx] = pooled.to(result.dtype)
+    return result
+
+
+def sample_proposals(
+    heads: RoIHeads,
+    proposals: Tensor,
+    valid: Tensor,
+    targets: TargetBatch,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Training samples: (boxes (B, S, 4), labels (B, S), regression targets, valid (B, S)).
+
+    Ground truth joins the proposals, as in torchvision; padded slots are never sampled.
+    """
+    boxes = torch.cat([proposals, targets.boxes.to(proposals.dtype)], dim=1)
+    candidates = torch.cat([valid, targets.valid], dim=1)
+    matcher = heads.proposal_matcher
+    matches = match(
+        box_iou(targets.boxes, boxes),
+        targets.valid,
+        matcher.high_threshold,
+        matcher.low_threshold,
+        allow_low_quality_matches=matcher.allow_low_quality_matches,
+    )
+    matched = matches.clamp(min=0)
+    labels = targets.labels.gather(1, matched)
+    labels = labels.masked_fill(matches == BELOW_LOW_THRESHOLD, 0)
+    labels = labels.masked_fill((matches == BETWEEN_THRESHOLDS) | ~candidates, -1)
+    sampler = heads.fg_bg_sampler
+    idx, _, sampled = sample_balanced(
+        labels, sampler.batch_size_per_image, sampler.positive_fraction, generator
+    )
+    sampled_boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
+    matched_gt = targets.boxes.gather(1, matched.gather(1, idx)[..., None].expand(-1, -1, 4))
+    regression = encode(matched_gt, sampled_boxes, heads.box_coder.weights)
+    return sampled_boxes, labels.gather(1, idx), regression, sampled
+
+
+def box_losses(
+    class_logits: Tensor,
+    box_regression: Tensor,
+    labels: Tensor,
+    regression: Tensor,
+    sampled: Tensor,
+) -> dict[str, Tensor]:
+    """torchvision's fastrcnn_loss over the valid samples of the batch."""
+    labels, sampled = labels.reshape(-1), sampled.reshape(-1)
+    regression = regression.reshape(-1, 4)
+    count = sampled.sum().clamp(min=1)
+    safe_labels = labels.clamp(min=0)
+    classification = F.cross_entropy(class_logits, safe_labels, reduction="none")
+    classification = (classification * sampled).sum() / count
+    positive = sampled & (labels > 0)
+    per_class = box_regression.reshape(labels.shape[0], -1, 4)
+    predicted = per_class.gather(1, safe_labels[:, None, None].expand(-1, 1, 4))[:, 0]
+    target = torch.where(positive[:, None], regression, predicted.detach())
+    box = F.smooth_l1_loss(predicted, target, beta=1 / 9, reduction="none").sum(dim=1)
+    return {"loss_classifier": classification, "loss_box_reg": (box * positive).sum() / count}
+
+
+def detect(
+    heads: RoIHeads,
+    class_logits: Tensor,
+    box_regression: Tensor,
+    proposals: Tensor,
+    valid: Tensor,
+    batch: ImageBatch,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """torchvision's postprocess_detections for the batch: (boxes, scores, labels, valid), (B, D)."""
+    num_images, count = proposals.shape[:2]
+    num_classes = class_logits.shape[-1]
+    codes = box_regression.reshape(num_images, count, num_classes, 4)
+    boxes = decode(
+        codes, proposals[:, :, None, :], heads.box_coder.weights, heads.box_coder.bbox_xform_clip
+    )
+    boxes = clip_to_images(boxes, batch.sizes)[:, :, 1:].reshape(num_images, -1, 4)
+    scores = F.softmax(class_logits, -1).reshape(num_images, count, num_classes)[:, :, 1:]
+    scores = scores.reshape(num_images, -1)
+    labels = torch.arange(1, num_classes, device=boxes.device).repeat(count)
+    keep = (
+        valid.repeat_interleave(num_classes - 1, dim=1)
+        & (scores > heads.score_thresh)
+        & is_large_enough(boxes, 1e-2)
+    )
+    idx, kept = batched_nms_top_k(
+        boxes, scores, labels, num_classes, keep, heads.nms_thresh, heads.detections_per_img
+    )
+    boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
+    return boxes, scores.gather(1, idx), labels[idx], kept
+
+
+def roi_heads_forward(
+    heads: RoIHeads,
+    features: dict[str, Tensor],
+    proposals: Tensor,
+    valid: Tensor,
+    batch: ImageBatch,
+    targets: TargetBatch | None,
+    masked_pooling: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor] | None, dict[str, Tensor]]:
+    """Detections (eval) or losses (training) of the box head for the whole batch."""
+    if heads.training:
+        if targets is None:
+            raise ValueError("targets are needed in training mode")
+        proposals, labels, regression, valid = sample_proposals(
+            heads, proposals, valid, targets, generator
+        )
+    pooled = pool(heads.box_roi_pool, features, proposals, batch.image_sizes, masked_pooling)
+    class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
+    if heads.training:
+        return None, box_losses(class_logits, box_regression, labels, regression, valid)
+    return detect(heads, class_logits, box_regression, proposals, valid, batch), {}

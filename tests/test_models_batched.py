@@ -1,0 +1,226 @@
+"""The batched Faster R-CNN is torchvision's model: same outputs, losses, gradients, state dict."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection._utils import BoxCoder, Matcher
+from torchvision.ops import box_iou as tv_box_iou
+
+from detection.models.batched import BatchedFasterRCNN
+from detection.models.batched.boxes import box_iou, decode, encode
+from detection.models.batched.matching import match, sample_balanced
+from detection.models.faster_rcnn import as_torchvision, build_model
+
+SMALL = {"min_size": 96, "max_size": 128}
+# Every candidate is sampled, so torchvision's random sampler and ours pick the same sets.
+TAKE_ALL = {
+    "rpn_batch_size_per_image": 10**6,
+    "rpn_positive_fraction": 0.5,
+    "box_batch_size_per_image": 10**6,
+    "box_positive_fraction": 0.5,
+}
+
+
+def _pair(name: str, **kwargs: Any) -> tuple[FasterRCNN, BatchedFasterRCNN]:
+    torch.manual_seed(0)
+    reference = build_model(name, 3, impl="torchvision", **SMALL, **kwargs)
+    return reference, BatchedFasterRCNN(reference)
+
+
+def _images(sizes: list[tuple[int, int]], seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(3, h, w, generator=generator) for h, w in sizes]
+
+
+def _canonical(detections: dict) -> dict:
+    """Detections by decreasing score, ties (saturated random heads give many) by box."""
+    keys = torch.cat([-detections["scores"][:, None], detections["boxes"]], dim=1).tolist()
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return {name: value[order] for name, value in detections.items()}
+
+
+def _assert_same_detections(expected: list[dict], actual: list[dict]) -> None:
+    assert len(expected) == len(actual)
+    for want, got in zip(expected, actual, strict=True):
+        want, got = _canonical(want), _canonical(got)
+        assert want["labels"].tolist() == got["labels"].tolist()
+        torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "sizes"),
+    [
+        ("fasterrcnn_resnet18_fpn", [(100, 130)]),
+        ("fasterrcnn_resnet18_fpn", [(100, 130), (128, 96), (64, 64), (75, 200)]),
+        ("fasterrcnn_resnet50_fpn", [(96, 96), (80, 120)]),
+        ("fasterrcnn_resnet50_fpn_v2", [(90, 110), (128, 64)]),
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", [(120, 100), (64, 96)]),
+    ],
+)
+def test_eval_outputs_equal_torchvision(name: str, sizes: list[tuple[int, int]]) -> None:
+    # A low score threshold keeps 100 detections per image even from random weights.
+    reference, batched = _pair(name, box_score_thresh=0.0)
+    images = _images(sizes)
+    images.append(torch.zeros(3, 70, 90))  # a blank image
+    with torch.no_grad():
+        expected = reference.eval()(images)
+        actual = batched.eval()(images)
+    assert sum(len(d["boxes"]) for d in expected) > 0
+    _assert_same_detections(expected, actual)
+
+
+def test_images_without_detections_give_empty_results() -> None:
+    reference, batched = _pair("fasterrcnn_resnet18_fpn", box_score_thresh=0.99)
+    images = _images([(100, 130), (64, 64)])
+    with torch.no_grad():
+        expected = reference.eval()(images)
+        actual = batched.eval()(images)
+    assert [len(d["boxes"]) for d in actual] == [0, 0]
+    assert actual[0]["boxes"].shape == (0, 4) and actual[0]["labels"].dtype == torch.int64
+    _assert_same_detections(expected, actual)
+
+
+def _targets() -> list[dict[str, torch.Tensor]]:
+    return [
+        {
+            "boxes": torch.tensor([[10.0, 20, 50, 60], [30, 30, 90, 80]]),
+            "labels": torch.tensor([1, 3]),
+        },
+        {"boxes": torch.tensor([[5.0, 5, 40, 100]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},  # a negative
+    ]
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet18_fpn", "fasterrcnn_resnet50_fpn_v2"])
+def test_training_losses_and_gradients_equal_torchvision(name: str) -> None:
+    reference, batched = _pair(name, **TAKE_ALL)
+    # Batch norm statistics would change between the two passes; the losses would not.
+    reference.train().apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+    batched.training = True
+    images = _images([(100, 130), (128, 96), (64, 64)])
+    parameters = [p for p in reference.parameters() if p.requires_grad]
+    expected = reference(images, _targets())
+    actual = batched(images, _targets())
+    assert list(actual) == list(expected)
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-7)
+    want = torch.autograd.grad(sum(expected.values()), parameters, allow_unused=True)
+    got = torch.autograd.grad(sum(actual.values()), parameters, allow_unused=True)
+    for w, g in zip(want, got, strict=True):
+        assert (w is None) == (g is None)
+        if w is not None:
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_sampling_is_seedable_and_follows_torchvision_rule() -> None:
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.full((3, 400), -1)
+    labels[0, :10] = 1  # few positives: all taken, negatives fill up
+    labels[0, 10:300] = 0
+    labels[1, :200] = 2  # many positives: a quarter of the batch, negatives fill up
+    labels[1, 200:220] = 0
+    labels[2, 50:60] = 0  # too few of both: all of them, the rest of the slots invalid
+    picks = sample_balanced(labels, 64, 0.25, generator)
+    again = sample_balanced(labels, 64, 0.25, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(picks, again, strict=True))
+    indices, positive, valid = picks
+    for image, (want_pos, want_neg) in enumerate([(10, 54), (16, 20), (0, 10)]):
+        chosen = indices[image][valid[image]]
+        chosen_labels = labels[image, chosen]
+        assert len(set(chosen.tolist())) == len(chosen)  # no candidate twice
+        assert int((chosen_labels >= 1).sum()) == want_pos == int(positive[image].sum())
+        assert int((chosen_labels == 0).sum()) == want_neg
+    # Positives are drawn at random: another seed picks another subset.
+    other = sample_balanced(labels, 64, 0.25, torch.Generator().manual_seed(4))[0]
+    assert set(other[1, :16].tolist()) != set(indices[1, :16].tolist())
+
+
+def test_box_coding_and_matching_equal_torchvision() -> None:
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 50, 2, generator=generator) * 100
+    proposals = torch.cat([xy, xy + 1 + torch.rand(2, 50, 2, generator=generator) * 50], dim=-1)
+    gt = proposals[:, :6] + torch.rand(2, 6, 4, generator=generator) * 8
+    gt[..., 2:] += 10
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    for i in range(2):
+        torch.testing.assert_close(
+            encode(gt[i, :5][:, None], proposals[i][None], coder.weights).reshape(-1, 4),
+            coder.encode_single(gt[i, :5].repeat_interleave(50, 0), proposals[i].repeat(5, 1)),
+            rtol=0,
+            atol=0,
+        )
+        codes = torch.randn(50, 8, generator=generator)
+        torch.testing.assert_close(
+            decode(
+                codes.view(50, 2, 4), proposals[i][:, None], coder.weights, coder.bbox_xform_clip
+            ),
+            coder.decode_single(codes, proposals[i]).view(50, 2, 4),
+            rtol=0,
+            atol=0,
+        )
+    gt_valid = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    iou = box_iou(gt, proposals)
+    for allow in (True, False):
+        matches = match(iou, gt_valid, 0.5, 0.3, allow)
+        matcher = Matcher(0.5, 0.3, allow_low_quality_matches=allow)
+        for i in range(2):
+            n = int(gt_valid[i].sum())
+            assert torch.equal(iou[i, :n], tv_box_iou(gt[i, :n], proposals[i]))
+            assert torch.equal(matches[i], matcher(tv_box_iou(gt[i, :n], proposals[i])))
+
+
+def test_anchors_are_torchvision_anchors_for_every_image() -> None:
+    from torchvision.models.detection.image_list import ImageList
+
+    reference, _ = _pair("fasterrcnn_resnet18_fpn")
+    images = torch.zeros(3, 3, 96, 128)
+    features = list(reference.backbone(images).values())
+    per_image = reference.rpn.anchor_generator(ImageList(images, [(96, 128)] * 3), features)
+    once = reference.rpn.anchor_generator(ImageList(images, [(96, 128)]), features)[0]
+    assert all(torch.equal(anchors, once) for anchors in per_image)
+
+
+def test_state_dicts_load_both_ways() -> None:
+    torch.manual_seed(1)
+    batched = build_model("fasterrcnn_resnet18_fpn", 2, impl="batched", **SMALL)
+    torch.manual_seed(2)
+    reference = build_model("fasterrcnn_resnet18_fpn", 2, impl="torchvision", **SMALL)
+    assert list(batched.state_dict()) == list(reference.state_dict())
+    reference.load_state_dict(batched.state_dict())
+    copy_back = copy.deepcopy(batched)
+    copy_back.load_state_dict(reference.state_dict())
+    images = _images([(96, 128)])
+    with torch.no_grad():
+        _assert_same_detections(reference.eval()(images), copy_back.eval()(images))
+    assert as_torchvision(batched) is not batched and as_torchvision(reference) is reference
+
+
+def _sync_ops(model: torch.nn.Module, images: list, targets: list) -> dict[str, int]:
+    """Ops in one training step (forward and backward) that wait for the device on CUDA."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        sum(model(images, targets).values()).backward()
+    names = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero")
+    names += ("aten::_unique2", "torchvision::nms")
+    counts = {name: 0 for name in names}
+    for event in prof.events():
+        if event.name in counts:
+            counts[event.name] += 1
+    return counts
+
+
+def test_training_step_waits_on_the_device_only_for_nms() -> None:
+    _, batched = _pair("fasterrcnn_resnet18_fpn")
+    batched.masked_pooling = True  # what runs on CUDA
+    batched.train()
+    images = _images([(100, 130), (128, 96), (64, 64)])
+    counts = _sync_ops(batched, images, _targets())
+    assert counts.pop("torchvision::nms") == 1
+    assert sum(counts.values()) == 0, counts
