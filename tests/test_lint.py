@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from detection.commands.data import main as data_main
-from detection.data.lint import ERROR, KINDS, WARNING, lint_coco
+from detection.data.lint import KINDS, WARNING, lint_coco
 
 
 def _valid() -> dict:
@@ -179,9 +179,7 @@ def test_unreadable_images_header_and_full_decode(tmp_path: Path, images: Path) 
 
 def test_every_kind_is_tested() -> None:
     planted = {kind for kind, *_ in PLANTED} | {"malformed-json", "unreadable-image"}
-    assert planted == set(KINDS)
-    assert {KINDS[k] for k in ("unused-category", "duplicate-file-name")} == {WARNING}
-    assert KINDS["box-outside-image"] == ERROR
+    assert planted == set(KINDS)  # severities are checked by their effect on result.ok above
 
 
 def test_cli_exit_codes_and_counts(
