@@ -207,7 +207,9 @@ def test_a_run_that_dies_in_validation_keeps_a_resumable_last_ckpt(
     path.unlink()
     path.write_bytes(saved)
     second = tmp_path / "second"
-    args = fit_args(data, second, f"--ckpt_path={last}", "--trainer.max_steps=3")
+    # Without a logger too (the learning-rate monitor steps aside instead of refusing to start).
+    args = fit_args(data, second, f"--ckpt_path={last}", "--trainer.max_steps=3",
+                    "--trainer.logger=false")  # fmt: skip
     assert main(args) == 0
     resumed = next(p for p in checkpoints(second) if p.name == "last.ckpt")
     assert torch.load(resumed, weights_only=True)["global_step"] == 3
@@ -399,6 +401,46 @@ def test_bad_checkpoint_is_one_line_error_in_export_and_library(
     assert out.read_bytes() == b"previous export"
     with pytest.raises(WeightsError, match=re.escape(problem)):
         Detector.from_checkpoint(path)
+
+
+# ------------------------------------------------------------------------------ evaluate
+
+
+EVALUATE_INPUTS = {
+    "predictions not UTF-8": (
+        "predictions",
+        lambda path: path.write_bytes(b"\xff\xfe["),
+        "cannot read",
+    ),
+    "predictions an object": (
+        "predictions",
+        lambda path: path.write_text('{"a": 1}'),
+        "must be a list",
+    ),
+    "predictions a FIFO": ("predictions", lambda path: os.mkfifo(path), "not a regular file"),
+    "ground truth a FIFO": ("gt", lambda path: os.mkfifo(path), "not a regular file"),
+    "ground truth empty": ("gt", _empty, "malformed JSON"),
+}
+
+
+@pytest.mark.parametrize("kind", list(EVALUATE_INPUTS))
+def test_evaluate_bad_files_are_one_line_errors(
+    pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    which, breaks, problem = EVALUATE_INPUTS[kind]
+    files = {"gt": tmp_path / "gt.json", "predictions": tmp_path / "predictions.json"}
+    shutil.copy(pristine / "annotations" / "val.json", files["gt"])
+    files["predictions"].write_text("[]")
+    files[which].unlink()
+    breaks(files[which])
+    out = tmp_path / "report"
+    code = main(["evaluate", "--gt", str(files["gt"]), "--predictions",
+                 str(files["predictions"]), "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(files[which]) in err and problem in err, err
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------ data convert
