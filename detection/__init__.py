@@ -43,6 +43,7 @@ _EXPORTS = {
     "yolo_to_coco": "detection.data.formats",
     "coco_to_voc": "detection.data.formats",
     "coco_to_yolo": "detection.data.formats",
+    "convert_deeppcb": "detection.data.deeppcb",
     # errors
     "DetectionError": "detection.errors",
     "InvalidInputError": "detection.errors",
@@ -68,6 +69,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from detection.data.coco import CocoDetection
     from detection.data.datamodule import CocoDataModule
+    from detection.data.deeppcb import convert_deeppcb
     from detection.data.formats import coco_to_voc, coco_to_yolo, voc_to_coco, yolo_to_coco
     from detection.data.lint import lint_coco
     from detection.data.synthetic import generate_dataset

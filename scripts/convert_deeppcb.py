@@ -13,8 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from detection.data.deeppcb import convert_deeppcb
-from detection.errors import InvalidInputError
+from detection import InvalidInputError, convert_deeppcb
 
 
 def main(argv: list[str] | None = None) -> int:
