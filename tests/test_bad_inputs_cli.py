@@ -385,7 +385,7 @@ BAD_CHECKPOINTS = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_CHECKPOINTS))
-def test_bad_checkpoint_is_one_line_error_in_export_and_library(
+def test_bad_checkpoint_is_one_line_error_in_export_inspect_and_library(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
     make, problem = BAD_CHECKPOINTS[kind]
@@ -401,6 +401,12 @@ def test_bad_checkpoint_is_one_line_error_in_export_and_library(
     assert out.read_bytes() == b"previous export"
     with pytest.raises(WeightsError, match=re.escape(problem)):
         Detector.from_checkpoint(path)
+    job, part = tmp_path / "job", write_image(tmp_path / "parts" / "part.png")
+    code = main(["inspect", "--checkpoint", str(path), "--input", str(part.parent),
+                 "--output", str(job)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and problem in err and len(err.strip().splitlines()) == 1, err
+    assert not job.exists()
 
 
 # ------------------------------------------------------------------------------ evaluate
