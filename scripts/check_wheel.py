@@ -85,26 +85,59 @@ def quick_check(bin_dir: Path, folder: Path) -> dict[str, object]:
     return {"module": where.strip(), "usage": usage, "recipe": recipe, "data": data}
 
 
+def _inspect(tool: str, folder: Path, model: str, name: str, *extra: str) -> dict[str, dict]:
+    """Run `detection inspect` over the demo's images; its records by image."""
+    inspect = ["inspect", "--checkpoint", model, "--input", "full/data/images", "--output", name]
+    run([tool, *inspect, "--workers", "1", "--no-progress", *extra], cwd=folder)
+    lines = [
+        json.loads(line)
+        for part in sorted((folder / name / "results").glob("*.jsonl"))
+        for line in part.read_text().splitlines()
+    ]
+    return {r["image"]: r for r in lines}
+
+
+def _split_threshold(records: dict[str, dict]) -> float:
+    """A score threshold that fails some images and passes others, far from any top score."""
+    tops = sorted(max([d["score"] for d in r["detections"]] or [0.0]) for r in records.values())
+    middle = tops[len(tops) // 4 : 3 * len(tops) // 4 + 1]
+    gap, at = max((b - a, i) for i, (a, b) in enumerate(zip(middle[:-1], middle[1:], strict=True)))
+    return round((middle[at] + middle[at + 1]) / 2, 6) if gap > 0 else tops[-1] + 1
+
+
+def _same_record(got: dict, want: dict, threshold: float) -> bool:
+    """Same decision and detections: boxes within 0.02 px (files keep 0.01), scores 1e-4, the
+    same defects (but for scores within 1e-4 of the threshold)."""
+    if got["decision"] != want["decision"] or len(got["detections"]) != len(want["detections"]):
+        return False
+    return all(
+        (a["fail"] == b["fail"] or abs(b["score"] - threshold) <= 1e-4)
+        and abs(a["score"] - b["score"]) <= 1e-4
+        and max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True)) <= 0.02
+        for a, b in zip(got["detections"], want["detections"], strict=True)
+    )
+
+
 def full_check(bin_dir: Path, folder: Path) -> None:
-    """A tiny demo, an ONNX export, and inspect with both files: the same decisions."""
+    """A tiny demo, an ONNX export, and inspect with both files: the same detections and
+    decisions, at a threshold that fails some of the images."""
     tool = str(bin_dir / "detection")
     demo = ["demo", "--out", "full", "--device", "cpu", "--images", "24", "--size", "64"]
     run([tool, *demo, "--steps", "4", "--no-progress"], cwd=folder)
     (checkpoint,) = (folder / "full" / "checkpoints").glob("best-*.ckpt")
     run([tool, "export", "--checkpoint", str(checkpoint), "--out", "model.onnx"], cwd=folder)
-    decisions = {}
-    for name, model in (("ckpt", str(checkpoint)), ("onnx", "model.onnx")):
-        inspect = ["inspect", "--checkpoint", model, "--input", "full/data/images"]
-        run([tool, *inspect, "--output", name, "--workers", "1", "--no-progress"], cwd=folder)
-        lines = [
-            json.loads(line)
-            for part in sorted((folder / name / "results").glob("*.jsonl"))
-            for line in part.read_text().splitlines()
-        ]
-        decisions[name] = {r["image"]: r["decision"] for r in lines}
-    if not decisions["ckpt"] or decisions["ckpt"] != decisions["onnx"]:
-        sys.exit(f"ONNX decisions differ from the checkpoint's: {decisions}")
-    print(f"inspect: .ckpt and .onnx agree on {len(decisions['ckpt'])} images")
+    # An untrained model fails nothing at its calibrated thresholds: pick one that splits.
+    threshold = str(_split_threshold(_inspect(tool, folder, str(checkpoint), "probe")))
+    ckpt = _inspect(tool, folder, str(checkpoint), "ckpt", "--threshold", threshold)
+    onnx = _inspect(tool, folder, "model.onnx", "onnx", "--threshold", threshold)
+    decisions = sorted(r["decision"] for r in ckpt.values())
+    if set(decisions) != {"pass", "fail"} or ckpt.keys() != onnx.keys():
+        sys.exit(f"inspect at threshold {threshold}: decisions {decisions}, images differ?")
+    for image, want in ckpt.items():
+        if not _same_record(onnx[image], want, float(threshold)):
+            sys.exit(f"{image}: the .onnx gives {onnx[image]}, the .ckpt {want}")
+    fails = decisions.count("fail")
+    print(f"inspect: .ckpt and .onnx agree on {len(ckpt)} images ({fails} fail at {threshold})")
 
 
 def main() -> None:
