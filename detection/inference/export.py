@@ -26,6 +26,7 @@ import torch
 
 from detection.inference.onnx_model import INPUT_NAME, OUTPUT_NAMES, is_onnx, require
 from detection.inference.predictor import Detector
+from detection.models.faster_rcnn import as_torchvision
 from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
 EXTRA_FILE = "detection.json"
@@ -44,7 +45,8 @@ def deployable(
         thresholds=thresholds,
         report_threshold=report_threshold,
     )
-    model, in_use = detector.model, detector.thresholds
+    # Scripting and tracing take torchvision's implementation (same modules and settings).
+    model, in_use = as_torchvision(detector.model), detector.thresholds
     meta = {**detector.meta.to_dict(), "thresholds": in_use}
     info = {
         **meta,
