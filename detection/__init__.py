@@ -33,6 +33,8 @@ _EXPORTS = {
     "Prediction": "detection.inference.predictor",
     "InspectConfig": "detection.inference.job",
     "run_inspect": "detection.inference.job",
+    "export_model": "detection.inference.export",
+    "export_onnx": "detection.inference.export",
     "export_torchscript": "detection.inference.export",
     "load_torchscript": "detection.inference.export",
     # data tools
@@ -79,7 +81,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from detection.evaluation.coco import evaluate_coco
     from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
     from detection.images import read_image
-    from detection.inference.export import export_torchscript, load_torchscript
+    from detection.inference.export import (
+        export_model,
+        export_onnx,
+        export_torchscript,
+        load_torchscript,
+    )
     from detection.inference.job import InspectConfig, run_inspect
     from detection.inference.predictor import Detector, Prediction
     from detection.lightning_module import DetectionModule
