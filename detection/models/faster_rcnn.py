@@ -77,6 +77,8 @@ MODELS: dict[str, tuple[Callable[..., FasterRCNN], str | None]] = {
 # Forward passes over the same modules: the batched fast path, and torchvision's as reference.
 IMPLEMENTATIONS = ("batched", "torchvision")
 DEFAULT_IMPL = "batched"
+# Settings of the batched forward pass (see BatchedFasterRCNN), accepted among the model kwargs.
+BATCHED_OPTIONS = ("masked_pooling", "channels_last", "compile_backbone", "pad_multiple")
 
 
 def available_models() -> list[str]:
@@ -246,6 +248,9 @@ def build_model(
         )
     if impl not in IMPLEMENTATIONS:
         raise WeightsError(f"unknown impl '{impl}'; choose one of: {', '.join(IMPLEMENTATIONS)}")
+    options = {key: kwargs.pop(key) for key in BATCHED_OPTIONS if key in kwargs}
+    if options and impl != "batched":
+        raise WeightsError(f"{', '.join(options)}: options of impl 'batched', not '{impl}'")
     builder, enum_name = MODELS[name]
     total = num_classes + 1  # torchvision counts background as class 0
     kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
@@ -283,7 +288,7 @@ def build_model(
             _as_pretrained(model.backbone.body, trainable_backbone_layers)
     if local is not None:
         _load_matching(model, load_state_dict_file(local), str(local))
-    return BatchedFasterRCNN(model) if impl == "batched" else model
+    return BatchedFasterRCNN(model, **options) if impl == "batched" else model
 
 
 def as_torchvision(model: nn.Module) -> FasterRCNN:

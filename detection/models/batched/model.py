@@ -17,17 +17,37 @@ class BatchedFasterRCNN(nn.Module):
 
     Called like torchvision's model: `model(images)` in eval mode gives a list of dicts with
     `boxes`, `labels`, `scores`; `model(images, targets)` in training mode gives the loss dict.
+
+    Options, each off by default and measured in scripts/bench_train.py:
     `masked_pooling` (None: on CUDA only) pools boxes on every FPN level instead of waiting for the
-    host to split them by level. `generator` seeds the balanced samplers.
+    host to split them by level; `channels_last` runs the backbone in NHWC (tensor cores prefer
+    it); `compile_backbone` compiles the backbone and FPN with torch.compile; `pad_multiple`
+    pads batches to a multiple of this many pixels instead of `size_divisible` (32), so that
+    shapes repeat for compiled graphs and cuDNN's autotuner (detections then differ slightly from
+    torchvision's, whose anchors cover only the 32 px padding). `generator` seeds the samplers.
     """
 
-    def __init__(self, model: FasterRCNN, masked_pooling: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: FasterRCNN,
+        masked_pooling: bool | None = None,
+        channels_last: bool = False,
+        compile_backbone: bool = False,
+        pad_multiple: int | None = None,
+    ) -> None:
         super().__init__()
         self.transform = model.transform
         self.backbone = model.backbone
         self.rpn = model.rpn
         self.roi_heads = model.roi_heads
         self.masked_pooling = masked_pooling
+        self.channels_last = channels_last
+        self.pad_multiple = pad_multiple or model.transform.size_divisible
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile_backbone:
+            # In place: the state dict keys stay those of the plain module.
+            self.backbone.compile(dynamic=pad_multiple is None)
         # Kept outside the module tree, so that its submodules (these same ones) are not listed
         # twice in the state dict.
         object.__setattr__(self, "_reference", model)
@@ -51,7 +71,9 @@ class BatchedFasterRCNN(nn.Module):
         original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         mean = self.pixel_mean.to(images[0].dtype)
         std = self.pixel_std.to(images[0].dtype)
-        batch = batch_images(self.transform, images, mean, std, self.training)
+        batch = batch_images(self.transform, images, mean, std, self.training, self.pad_multiple)
+        if self.channels_last:
+            batch.tensors = batch.tensors.contiguous(memory_format=torch.channels_last)
         target_batch = None
         if targets is not None and self.training:
             target_batch = batch_targets(targets, original_sizes, batch)

@@ -80,8 +80,10 @@ def batch_images(
     mean: Tensor,
     std: Tensor,
     training: bool,
+    pad_multiple: int,
 ) -> ImageBatch:
-    """Normalize, resize and pad `images` (each (C, H, W) float) into an ImageBatch."""
+    """Normalize, resize and zero-pad `images` (each (C, H, W) float) to a multiple of
+    `pad_multiple` pixels, into an ImageBatch."""
     resized = []
     for image in images:
         if image.dim() != 3:
@@ -91,7 +93,7 @@ def batch_images(
         normalized = (image - mean[:, None, None]) / std[:, None, None]
         size = choose_min_size(transform, training)
         resized.append(resized_image(normalized, size, transform.max_size))
-    stride = float(transform.size_divisible)
+    stride = float(pad_multiple)
     height = int(math.ceil(max(r.shape[-2] for r in resized) / stride) * stride)
     width = int(math.ceil(max(r.shape[-1] for r in resized) / stride) * stride)
     channels = resized[0].shape[0]
