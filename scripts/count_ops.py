@@ -5,12 +5,12 @@
 Counts aten (and torchvision) ops of one forward + backward pass with torch.profiler on the
 CPU, for each implementation (`batched`, `torchvision`) at two batch sizes, on the same random
 images and targets. On CUDA these ops wait for the device (a host-device sync): nonzero,
-item / _local_scalar_dense, is_nonzero, unique, and torchvision's nms (its output size is only
-known on the device). Ops per extra image = (ops at the larger batch - ops at the smaller) /
+item / _local_scalar_dense, is_nonzero, unique, equal, and torchvision's nms (its output size is
+only known on the device). Ops per extra image = (ops at the larger batch - ops at the smaller) /
 (difference in images): the per-image Python loops show there.
 
-The batched model is counted with the pooling it uses on CUDA (masked_pooling=True); on a CPU it
-pools level by level, which adds one nonzero per FPN level.
+The batched model is counted as it runs on CUDA (masked_pooling and matrix_nms on); on a CPU it
+pools level by level (one nonzero per FPN level) and runs one torchvision nms for the batch.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ SYNC_OPS = (
     "aten::is_nonzero",
     "aten::_unique2",
     "aten::unique_consecutive",
+    "aten::equal",
     "torchvision::nms",
 )
 
@@ -68,7 +69,7 @@ def measure(args: argparse.Namespace, impl: str, count: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model(args.model, 3, impl=impl, min_size=args.size, max_size=args.size)
     if impl == "batched":
-        model.masked_pooling = True
+        model.masked_pooling = model.matrix_nms = True
     model.train()
     images, targets = batch(args.size, count, seed=1)
     count_step(model, images, targets)  # warm-up: first calls initialise lazily

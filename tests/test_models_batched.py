@@ -10,10 +10,12 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.ops import box_iou as tv_box_iou
+from torchvision.ops import nms
 
 from detection.models.batched import BatchedFasterRCNN
 from detection.models.batched.boxes import box_iou, decode, encode
 from detection.models.batched.matching import match, sample_balanced
+from detection.models.batched.nms import greedy_nms_keep
 from detection.models.faster_rcnn import as_torchvision, build_model
 
 # Tiny images and few proposals keep each case to a second or two on a CPU.
@@ -81,6 +83,35 @@ def test_eval_outputs_equal_torchvision(name: str, sizes: list[tuple[int, int]])
         actual = batched.eval()(images)
     assert sum(len(d["boxes"]) for d in expected) > 0
     _assert_same_detections(expected, actual)
+
+
+def test_gpu_paths_give_torchvision_outputs_and_losses() -> None:
+    """The NMS and pooling that run on CUDA, forced on the CPU."""
+    reference, batched = _pair("fasterrcnn_resnet18_fpn", box_score_thresh=0.0, **TAKE_ALL)
+    batched.matrix_nms = batched.masked_pooling = True
+    images = _images([(100, 130), (128, 96), (64, 64), (75, 200)])
+    with torch.no_grad():
+        _assert_same_detections(reference.eval()(images), batched.eval()(images))
+    reference.train().apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+    batched.training = True
+    expected, actual = reference(images[:3], _targets()), batched(images[:3], _targets())
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-7)
+
+
+def test_greedy_nms_keep_equals_torchvision_nms() -> None:
+    generator = torch.Generator().manual_seed(5)
+    # Clusters of overlapping boxes make long suppression chains.
+    centres = torch.rand(6, 40, 2, generator=generator) * 60
+    sizes = 8 + torch.rand(6, 40, 2, generator=generator) * 12
+    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
+    scores = torch.rand(6, 40, generator=generator)
+    valid = torch.rand(6, 40, generator=generator) > 0.2
+    keep = greedy_nms_keep(boxes, scores, valid, 0.5, check_every=1)
+    for row in range(6):
+        index = valid[row].nonzero()[:, 0]
+        expected = index[nms(boxes[row, index], scores[row, index], 0.5)]
+        assert sorted(keep[row].nonzero()[:, 0].tolist()) == sorted(expected.tolist())
 
 
 def test_images_without_detections_give_empty_results() -> None:
@@ -216,7 +247,7 @@ def _sync_ops(model: torch.nn.Module, images: list, targets: list) -> dict[str, 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         sum(model(images, targets).values()).backward()
     names = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero")
-    names += ("aten::_unique2", "torchvision::nms")
+    names += ("aten::_unique2", "aten::equal", "torchvision::nms")
     counts = {name: 0 for name in names}
     for event in prof.events():
         if event.name in counts:
@@ -232,6 +263,12 @@ def test_training_step_waits_on_the_device_only_for_nms() -> None:
     counts = _sync_ops(batched, images, _targets())
     assert counts.pop("torchvision::nms") == 1
     assert sum(counts.values()) == 0, counts
+    # With the RPN's NMS as tensor work, the host waits only to see whether it has converged.
+    batched.matrix_nms = True
+    counts = _sync_ops(batched, images, _targets())
+    assert counts.pop("torchvision::nms") == 0
+    looks = counts.pop("aten::equal")
+    assert 1 <= looks <= 6 and sum(counts.values()) == 0, counts
 
 
 def test_channels_last_and_padding_buckets_keep_the_detections() -> None:

@@ -78,7 +78,13 @@ MODELS: dict[str, tuple[Callable[..., FasterRCNN], str | None]] = {
 IMPLEMENTATIONS = ("batched", "torchvision")
 DEFAULT_IMPL = "batched"
 # Settings of the batched forward pass (see BatchedFasterRCNN), accepted among the model kwargs.
-BATCHED_OPTIONS = ("masked_pooling", "channels_last", "compile_backbone", "pad_multiple")
+BATCHED_OPTIONS = (
+    "masked_pooling",
+    "matrix_nms",
+    "channels_last",
+    "compile_backbone",
+    "pad_multiple",
+)
 
 
 def available_models() -> list[str]:

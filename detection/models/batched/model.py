@@ -20,7 +20,8 @@ class BatchedFasterRCNN(nn.Module):
 
     Options, each off by default and measured in scripts/bench_train.py:
     `masked_pooling` (None: on CUDA only) pools boxes on every FPN level instead of waiting for the
-    host to split them by level; `channels_last` runs the backbone in NHWC (tensor cores prefer
+    host to split them by level; `matrix_nms` (None: on CUDA only) runs the RPN's NMS as batched
+    tensor work per image and level instead of one torchvision call over the batch; `channels_last` runs the backbone in NHWC (tensor cores prefer
     it); `compile_backbone` compiles the backbone and FPN with torch.compile; `pad_multiple`
     pads batches to a multiple of this many pixels instead of `size_divisible` (32), so that
     shapes repeat for compiled graphs and cuDNN's autotuner (detections then differ slightly from
@@ -31,6 +32,7 @@ class BatchedFasterRCNN(nn.Module):
         self,
         model: FasterRCNN,
         masked_pooling: bool | None = None,
+        matrix_nms: bool | None = None,
         channels_last: bool = False,
         compile_backbone: bool = False,
         pad_multiple: int | None = None,
@@ -41,6 +43,7 @@ class BatchedFasterRCNN(nn.Module):
         self.rpn = model.rpn
         self.roi_heads = model.roi_heads
         self.masked_pooling = masked_pooling
+        self.matrix_nms = matrix_nms
         self.channels_last = channels_last
         self.pad_multiple = pad_multiple or model.transform.size_divisible
         if channels_last:
@@ -80,12 +83,12 @@ class BatchedFasterRCNN(nn.Module):
         features = self.backbone(batch.tensors)
         if isinstance(features, Tensor):
             features = {"0": features}
+        on_gpu = batch.tensors.is_cuda
+        matrix_nms = on_gpu if self.matrix_nms is None else self.matrix_nms
+        masked = on_gpu if self.masked_pooling is None else self.masked_pooling
         proposals, valid, rpn_losses = rpn_forward(
-            self.rpn, batch, list(features.values()), target_batch, self.generator
+            self.rpn, batch, list(features.values()), target_batch, self.generator, matrix_nms
         )
-        masked = self.masked_pooling
-        if masked is None:
-            masked = batch.tensors.device.type == "cuda"
         detections, head_losses = roi_heads_forward(
             self.roi_heads, features, proposals, valid, batch, target_batch, masked, self.generator
         )

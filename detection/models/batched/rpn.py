@@ -11,7 +11,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from detection.models.batched.boxes import box_iou, clip_to_images, decode, encode, is_large_enough
 from detection.models.batched.matching import BETWEEN_THRESHOLDS, match, sample_balanced
-from detection.models.batched.nms import batched_nms_top_k
+from detection.models.batched.nms import batched_nms_top_k, greedy_nms_keep
 from detection.models.batched.transform import ImageBatch, TargetBatch
 
 
@@ -38,8 +38,13 @@ def select_proposals(
     logits: Tensor,
     per_level: list[int],
     batch: ImageBatch,
+    matrix_nms: bool,
 ) -> tuple[Tensor, Tensor]:
-    """The best proposals of each level, clipped and de-duplicated: ((B, P, 4), valid (B, P))."""
+    """The best proposals of each level, clipped and de-duplicated: ((B, P, 4), valid (B, P)).
+
+    `matrix_nms` runs NMS as batched tensor work per (image, level) (the GPU path, a few syncs);
+    otherwise one torchvision `nms` call serves the batch.
+    """
     logits = logits.detach()
     top, levels, offset = [], [], 0
     for level, count in enumerate(per_level):
@@ -52,17 +57,46 @@ def select_proposals(
     boxes = proposals.gather(1, top_idx[..., None].expand(-1, -1, 4))
     boxes = clip_to_images(boxes, batch.sizes)
     valid = is_large_enough(boxes, rpn.min_size) & (scores >= rpn.score_thresh)
-    keep, kept = batched_nms_top_k(
-        boxes,
-        scores,
-        torch.cat(levels),
-        len(per_level),
-        valid,
-        rpn.nms_thresh,
-        rpn.post_nms_top_n(),
-    )
+    if matrix_nms:
+        keep, kept = level_nms_top_k(boxes, scores, valid, [len(x) for x in levels], rpn)
+    else:
+        keep, kept = batched_nms_top_k(
+            boxes,
+            scores,
+            torch.cat(levels),
+            len(levels),
+            valid,
+            rpn.nms_thresh,
+            rpn.post_nms_top_n(),
+        )
     chosen = boxes.gather(1, keep[..., None].expand(-1, -1, 4))
     return torch.where(kept[..., None], chosen, torch.zeros_like(chosen)), kept
+
+
+def level_nms_top_k(
+    boxes: Tensor, scores: Tensor, valid: Tensor, sizes: list[int], rpn: RegionProposalNetwork
+) -> tuple[Tensor, Tensor]:
+    """NMS inside each (image, level) block of candidates, then the best per image, by score.
+
+    The candidates of a level are a contiguous block of `sizes[level]` columns; blocks are
+    padded to one size so that every (image, level) is a row of `greedy_nms_keep`.
+    """
+    batch, width = len(boxes), max(sizes)
+    blocks = zip(boxes.split(sizes, 1), scores.split(sizes, 1), valid.split(sizes, 1), strict=True)
+    padded = [
+        (
+            F.pad(b, (0, 0, 0, width - b.shape[1])),
+            F.pad(s, (0, width - s.shape[1])),
+            F.pad(v, (0, width - v.shape[1])),
+        )
+        for b, s, v in blocks
+    ]
+    stacked = [torch.stack(parts, dim=1).flatten(0, 1) for parts in zip(*padded, strict=True)]
+    keep = greedy_nms_keep(*stacked, rpn.nms_thresh).view(batch, len(sizes), width)
+    keep = torch.cat([keep[:, level, :size] for level, size in enumerate(sizes)], dim=1)
+    ranked = torch.where(keep, scores, torch.full_like(scores, float("-inf")))
+    best, index = ranked.topk(min(rpn.post_nms_top_n(), ranked.shape[1]), dim=1)
+    return index, best > float("-inf")
 
 
 def rpn_losses(
@@ -112,6 +146,7 @@ def rpn_forward(
     features: list[Tensor],
     targets: TargetBatch | None,
     generator: torch.Generator | None = None,
+    matrix_nms: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Proposals (B, P, 4) with their mask, and the RPN losses when training."""
     objectness, deltas = rpn.head(features)
@@ -121,7 +156,7 @@ def rpn_forward(
     proposals = decode(
         codes.detach(), anchors[None], rpn.box_coder.weights, rpn.box_coder.bbox_xform_clip
     )
-    boxes, valid = select_proposals(rpn, proposals, logits, per_level, batch)
+    boxes, valid = select_proposals(rpn, proposals, logits, per_level, batch, matrix_nms)
     losses = {}
     if rpn.training:
         if targets is None:
