@@ -18,14 +18,17 @@ class BatchedFasterRCNN(nn.Module):
     Called like torchvision's model: `model(images)` in eval mode gives a list of dicts with
     `boxes`, `labels`, `scores`; `model(images, targets)` in training mode gives the loss dict.
 
-    Options, each off by default and measured in scripts/bench_train.py:
-    `masked_pooling` (None: on CUDA only) pools boxes on every FPN level instead of waiting for the
-    host to split them by level; `matrix_nms` (None: on CUDA only) runs the RPN's NMS as batched
-    tensor work per image and level instead of one torchvision call over the batch; `channels_last` runs the backbone in NHWC (tensor cores prefer
-    it); `compile_backbone` compiles the backbone and FPN with torch.compile; `pad_multiple`
-    pads batches to a multiple of this many pixels instead of `size_divisible` (32), so that
-    shapes repeat for compiled graphs and cuDNN's autotuner (detections then differ slightly from
-    torchvision's, whose anchors cover only the 32 px padding). `generator` seeds the samplers.
+    Options (None: decided by the device):
+    - `masked_pooling` (None: on CUDA) pools every box on every FPN level and keeps its own
+      level's result, instead of the host splitting boxes by level (4 syncs);
+    - `matrix_nms` (None: on CUDA) runs the RPN's NMS as batched tensor work per image and
+      level, instead of one torchvision `nms` call over the batch;
+    - `channels_last` runs the backbone in NHWC, which tensor cores prefer;
+    - `compile_backbone` compiles the backbone and FPN with torch.compile;
+    - `pad_multiple` pads batches to a multiple of this many pixels instead of
+      `size_divisible` (32), so that shapes repeat for compiled graphs and cuDNN's autotuner
+      (detections then differ slightly from torchvision's, whose anchors cover 32 px of padding).
+    `generator` (an attribute) seeds the balanced samplers.
     """
 
     def __init__(
