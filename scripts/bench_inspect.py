@@ -44,13 +44,8 @@ import numpy as np
 import torch
 
 from detection.data.synthetic import DEFAULT_CLASSES, render_image
-from detection.inference.job import (
-    InspectConfig,
-    resolved_batch_size,
-    resolved_workers,
-    run_inspect,
-    usable_cores,
-)
+from detection.inference.inspect_config import usable_cores
+from detection.inference.job import InspectConfig, run_inspect
 from detection.inference.predictor import Detector, resolve_device
 from detection.models.checkpoint import CheckpointMeta, load_model
 from detection.models.faster_rcnn import build_model
@@ -306,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": args.checkpoint or "random weights (seed 0)",
             "images": len(paths),
             "image_size": [width, height],
-            "batch_size": resolved_batch_size(config_for(args), detector.device),
-            "workers": resolved_workers(config_for(args), detector.device),
+            "batch_size": config_for(args).batch_size_on(detector.device),
+            "workers": config_for(args).workers_on(detector.device),
             "precision": detector.precision,
             "naive_images_per_s": {n: round(r, 3) for n, r in naive_rates.items()},
             "naive_best": best,

@@ -7,11 +7,10 @@ import sys
 from typing import NoReturn
 
 from detection.errors import DetectionError
-from detection.images import MAX_PIXELS
 from detection.inference.job import InspectConfig, run_inspect
 from detection.inference.predictor import PRECISIONS
 from detection.interrupt import sigterm_as_interrupt
-from detection.thresholds import REPORT_DEFAULT, Thresholds, add_threshold_argument
+from detection.thresholds import REPORT_DEFAULT, add_threshold_argument
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments, checkpoint or output folder: nothing was inspected
@@ -60,7 +59,7 @@ def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `detection inspect`."""
+    """The argument parser of `detection inspect`; its options are InspectConfig's fields."""
     parser = CommandParser(
         prog="detection inspect",
         description="Inspect folders of images with a trained checkpoint: pass/fail per image.",
@@ -70,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="checkpoint (.ckpt) of a trained model")
     parser.add_argument(
         "--input",
+        dest="inputs",
+        metavar="INPUT",
         required=True,
         nargs="+",
         help="folders (searched recursively), glob patterns ('imgs/**/*.png'), list files "
@@ -90,15 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--devices",
         type=int,
-        default=1,
         help="processes on this node, one per GPU, each taking its own share of the inputs",
     )
-    parser.add_argument("--num-nodes", type=int, default=1, help="machines running this job")
-    parser.add_argument("--node-rank", type=int, default=0, help="this machine's index, 0..N-1")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--num-nodes", type=int, help="machines running this job")
+    parser.add_argument("--node-rank", type=int, help="this machine's index, 0..N-1")
+    parser.add_argument("--device", help="%(default)s (default), cpu, cuda or cuda:N")
     parser.add_argument(
         "--precision",
-        default="auto",
         choices=PRECISIONS,
         help="auto: 16-mixed on CUDA, 32 on CPU (mixed precision is used on CUDA only)",
     )
@@ -108,13 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         "than the training size); detections are merged with class-wise NMS",
     )  # fmt: skip
     parser.add_argument(
-        "--overlap", type=float, default=0.2, help="overlap of neighbouring tiles (default 0.2)"
+        "--overlap", type=float, help="overlap of neighbouring tiles (default %(default)s)"
     )
     parser.add_argument(
         "--max-pixels",
         type=int,
-        default=MAX_PIXELS,
-        help=f"refuse larger images without decoding them (default {MAX_PIXELS}; 0: no limit)",
+        help="refuse larger images without decoding them (default %(default)s; 0: no limit)",
     )
     parser.add_argument(
         "--save-images", action="store_true", help="save failed images with defects drawn"
@@ -122,15 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coco-results", action="store_true", help="also write coco_results.json")
     parser.add_argument("--csv", action="store_true", help="also write results.csv")
     parser.add_argument(
-        "--shard-lines", type=int, default=10000, help="lines per results file (default 10000)"
+        "--shard-lines", type=int, help="lines per results file (default %(default)s)"
     )
     parser.add_argument(
         "--no-fsync",
-        action="store_true",
+        dest="fsync",
+        action="store_false",
         help="do not fsync each batch (faster on network disks; a killed job still resumes "
         "exactly, but a machine crash may lose the last lines written)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+    parser.set_defaults(**InspectConfig.defaults())
     return parser
 
 
@@ -143,29 +145,8 @@ def main(argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace, terminated: list[bool]) -> int:
     try:
-        config = InspectConfig(
-            checkpoint=args.checkpoint,
-            inputs=list(args.input),
-            output=args.output,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            devices=args.devices,
-            num_nodes=args.num_nodes,
-            node_rank=args.node_rank,
-            device=args.device,
-            precision=args.precision,
-            thresholds=Thresholds.parse(args.threshold),
-            report_threshold=args.report_threshold,
-            tile=args.tile,
-            overlap=args.overlap,
-            max_pixels=args.max_pixels or None,
-            save_images=args.save_images,
-            coco_results=args.coco_results,
-            csv=args.csv,
-            shard_lines=args.shard_lines,
-            fsync=not args.no_fsync,
-            progress=not args.no_progress,
-        )
+        # --threshold is every command's spelling of the one Thresholds option.
+        config = InspectConfig.from_args(args, thresholds=args.threshold)
         summary = run_inspect(config)
     except KeyboardInterrupt:
         print("detection inspect: interrupted; run the same command to resume", file=sys.stderr)

@@ -1,0 +1,124 @@
+"""One rank of an inspection job: its share of the images, inspected and written exactly once.
+
+An image is done when its line is complete in a results file; a rank skips done images, so a
+job killed at any moment and restarted has every image exactly once. A restart retries the images
+with an error line: each rank first drops its own error lines for them (an image fixed since the
+last run leaves errors.jsonl; one still bad gets its line again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from detection.inference.batches import BatchInspector, InspectedBatch, inspected_batches
+from detection.inference.inspect_config import InspectConfig
+from detection.inference.predictor import Detector
+from detection.inference.sources import shard_items
+from detection.inference.writer import (
+    JsonlAppender,
+    RankLock,
+    ShardedJsonlWriter,
+    error_file,
+    filter_records,
+    iter_records,
+    result_files,
+)
+
+FAILED_DIR = "failed"
+
+
+@dataclass
+class RankStats:
+    """What one rank did in this run."""
+
+    rank: int
+    todo: int = 0
+    inspected: int = 0
+    failed: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+    def count(self, batch: InspectedBatch) -> None:
+        """Add a written batch."""
+        self.inspected += len(batch.predictions)
+        self.failed += sum(not p.passed for p in batch.predictions)
+        self.errors += len(batch.bad)
+
+
+def done_images(output: str | Path) -> set[str]:
+    """Images with a complete line in any rank's results file."""
+    done: set[str] = set()
+    for path in result_files(output):
+        done.update(r["image"] for r in iter_records(path) if isinstance(r.get("image"), str))
+    return done
+
+
+def run_rank(
+    config: InspectConfig,
+    rank: int,
+    inputs: Sequence[str],
+    detector: Detector,
+) -> RankStats:
+    """Inspect this rank's share of `inputs` that no complete line records yet."""
+    output = Path(config.output)
+    stats = RankStats(rank=rank)
+    with RankLock(output, rank):
+        mine = shard_items(inputs, rank, config.world_size)
+        done = done_images(output)
+        todo = [p for p in mine if p not in done]
+        stats.todo = len(todo)
+        retried = done.union(todo)
+        # Before any retry: a kill after this leaves those images to do, never twice recorded.
+        filter_records(
+            error_file(output, rank), lambda r: r.get("image") not in retried, config.fsync
+        )
+        # Opening the writers also truncates a line torn by a kill in this rank's files.
+        results = ShardedJsonlWriter(output / "results", rank, config.shard_lines, config.fsync)
+        errors = JsonlAppender(error_file(output, rank), config.fsync)
+        if not todo:
+            results.close()
+            errors.close()
+            return stats
+        inspector = BatchInspector(
+            detector,
+            config.batch_size_on(detector.device),
+            output / FAILED_DIR if config.save_images else None,
+        )
+        bar = tqdm(
+            total=len(mine),
+            initial=len(mine) - len(todo),
+            unit="img",
+            desc=f"inspect rank {rank}" if config.world_size > 1 else "inspect",
+            position=rank % max(1, config.devices) if config.devices > 1 else None,
+            disable=not config.progress,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+        start = time.perf_counter()
+        try:
+            batches = inspected_batches(
+                todo, inspector, config.workers_on(detector.device), config.max_pixels
+            )
+            for batch in batches:
+                # Durable before counted: a line written is an image done.
+                errors.write(
+                    [
+                        {"image": b["path"], "error": b["error"], "type": b["type"]}
+                        for b in batch.bad
+                    ]
+                )
+                results.write([p.to_record() for p in batch.predictions])
+                stats.count(batch)
+                bar.update(len(batch))
+                bar.set_postfix(failed=stats.failed, errors=stats.errors, refresh=False)
+        finally:
+            stats.seconds = time.perf_counter() - start
+            bar.close()
+            results.close()
+            errors.close()
+    return stats
