@@ -26,6 +26,19 @@ ratio_from_overhead = (work + plain overhead) / (work + Trainer overhead) is the
 the shared noise taken out.
 
 --profile adds a cProfile of one run of each path.
+
+--impl picks the Faster R-CNN implementation (batched, the default, or torchvision's);
+--compare-impl runs both, one after the other, and reports their images/s side by side.
+--device cuda --precision 16-mixed (or bf16-mixed) trains on the GPU: the Trainer with that
+precision, the plain loop as a plain AMP loop (torch.autocast, and a GradScaler for 16-mixed
+only) with the Trainer's warmup schedule and gradient clipping (unscaled first), its batches
+moved with Lightning's own move_data_to_device. On CUDA the clock synchronizes the device at
+the first and last timed step only; the parts timed inside a step are host time there.
+R50-FPN at 800 px, batch 8, as issue 12 measures it:
+
+    python scripts/bench_train.py --device cuda --precision 16-mixed --compare-impl \
+        --model fasterrcnn_resnet50_fpn --size 800 --max-size 1333 --width 1066 \
+        --batch-size 8 --workers 8 --clip 10 --warmup 5 --steps 15 --reps 2
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -64,6 +78,8 @@ from detection.lr_schedule import lr_factor  # noqa: E402
 from detection.models.faster_rcnn import build_model  # noqa: E402
 
 PATHS = ("plain", "trainer")
+IMPLS = ("batched", "torchvision")
+AUTOCAST = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
 class Parts:
@@ -129,7 +145,11 @@ class Parts:
 class StepClock:
     """Wall and CPU time at the end of every optimizer step, the loss, and the parts so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None, sync_at: tuple[int, ...] = ()) -> None:
+        # On CUDA the host runs ahead of the device: synchronize at the steps whose times
+        # bound the timed span (the first and last), and nowhere else.
+        self.sync = device is not None and device.type == "cuda"
+        self.sync_at = set(sync_at)
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.loss: list[float | torch.Tensor] = []
@@ -140,6 +160,8 @@ class StepClock:
 
     def tick(self, loss: float | torch.Tensor) -> None:
         """Record the end of one step; a tensor loss is read later, so timing adds no sync."""
+        if self.sync and len(self.wall) in self.sync_at:
+            torch.cuda.synchronize()
         self.wall.append(time.perf_counter())
         self.cpu.append(time.process_time())
         self.loss.append(loss)
@@ -208,19 +230,30 @@ def make_data(args: argparse.Namespace) -> CocoDataModule:
         val_images=str(args.data / "images"),
         batch_size=args.batch_size,
         num_workers=args.workers,
-        pin_memory=False,
+        pin_memory=args.device == "cuda",
         persistent_workers=False,
     )
 
 
-def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """What DetectionModule and build_model both receive."""
-    return {
+def model_kwargs(args: argparse.Namespace, options: bool = True) -> dict[str, Any]:
+    """What DetectionModule and build_model both receive; the batched model's speed-up
+    options (``options``) only when it is the one built."""
+    kwargs = {
         "min_size": args.size,
-        "max_size": args.size,
+        "max_size": args.max_size,
         "box_batch_size_per_image": 128,
         "rpn_post_nms_top_n_train": 600,
     }
+    if options and args.impl == "batched":
+        kwargs.update(speedups(args))
+    return kwargs
+
+
+def speedups(args: argparse.Namespace) -> dict[str, Any]:
+    """The batched model's optional speed-ups asked for on the command line."""
+    chosen = {"channels_last": args.channels_last, "compile_backbone": args.compile_backbone}
+    chosen["pad_multiple"] = args.pad_multiple
+    return {k: v for k, v in chosen.items() if v}
 
 
 def hparams(args: argparse.Namespace) -> dict[str, Any]:
@@ -254,11 +287,17 @@ def optimizer_and_schedule(
 # ------------------------------------------------------------------------------ the paths
 
 
+def new_clock(args: argparse.Namespace) -> StepClock:
+    """A StepClock that synchronizes a CUDA device at the first and last timed steps."""
+    return StepClock(torch.device(args.device), (args.warmup, args.warmup + args.steps))
+
+
 def run_plain(args: argparse.Namespace, init: dict[str, torch.Tensor], seed: int) -> StepClock:
     """torchvision references' train_one_epoch, on the data module's loader."""
     L.seed_everything(seed, verbose=False)
-    model = build_model(args.model, args.num_classes, **model_kwargs(args))
+    model = build_model(args.model, args.num_classes, impl=args.impl, **model_kwargs(args))
     model.load_state_dict(init)
+    model.to(args.device)
     model.train()
     total = args.warmup + args.steps + 1
     params = [p for p in model.parameters() if p.requires_grad]
@@ -266,7 +305,7 @@ def run_plain(args: argparse.Namespace, init: dict[str, torch.Tensor], seed: int
     data = make_data(args)
     data.setup("fit")
     loader = seeded_loader(data, seed)()
-    clock = StepClock()
+    clock = new_clock(args)
     with clock.parts.measure(model):
         train_plain(args, model, loader, data, optimizer, scheduler, params, clock, total)
     return clock
@@ -283,26 +322,45 @@ def train_plain(
     clock: StepClock,
     total: int,
 ) -> None:
-    """The loop body of torchvision references' train_one_epoch, for ``total`` steps."""
+    """The loop body of torchvision references' train_one_epoch (with its AMP scaler when
+    mixed), for ``total`` steps."""
     meter: dict[str, float] = {}
-    for batch in loader:
+    device = torch.device(args.device)
+    dtype = AUTOCAST[args.precision]
+    # As Lightning: a GradScaler for float16 only (bfloat16 has float32's range).
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
+    for batch in epochs(loader):
+        batch = move_data_to_device(batch, device)  # as the Trainer moves it
         images, targets = data.finish_batch(batch, augment=True)  # as the Trainer does
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        loss_dict = model(images, targets)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss_dict = model(images, targets)
         losses = sum(loss_dict.values())
         loss_value = losses.item()
         if not math.isfinite(loss_value):
             raise RuntimeError(f"loss is {loss_value}")
         optimizer.zero_grad()
-        losses.backward()
+        (scaler.scale(losses) if scaler else losses).backward()
         if args.clip:
+            if scaler:
+                scaler.unscale_(optimizer)  # clip the true gradients, as Lightning does
             torch.nn.utils.clip_grad_norm_(params, args.clip)
-        optimizer.step()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         meter.update({k: v.item() for k, v in loss_dict.items()})  # references' MetricLogger
         clock.tick(loss_value)
         if len(clock.wall) == total:
             break
+
+
+def epochs(loader: DataLoader) -> Iterator[Any]:
+    """The loader's batches, epoch after epoch, as the Trainer draws them under max_steps."""
+    while True:
+        yield from loader
 
 
 class LogTimer:
@@ -346,7 +404,8 @@ def run_trainer(
         class_names=data.class_names,
         category_ids=data.category_ids,
         min_size=args.size,
-        max_size=args.size,
+        max_size=args.max_size,
+        impl=args.impl,
         model_kwargs={
             k: v for k, v in model_kwargs(args).items() if k not in ("min_size", "max_size")
         },
@@ -354,13 +413,13 @@ def run_trainer(
     )
     module.model.load_state_dict(init)
     data.train_dataloader = seeded_loader(data, seed)  # type: ignore[method-assign]
-    clock = StepClock()
+    clock = new_clock(args)
     total = args.warmup + args.steps + 1
     with tempfile.TemporaryDirectory() as root:
         trainer = L.Trainer(
-            accelerator="cpu",
+            accelerator=args.device,
             devices=1,
-            precision="32",
+            precision=args.precision,
             max_steps=total,
             limit_val_batches=0,
             num_sanity_val_steps=0,
@@ -493,50 +552,11 @@ def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Generate data, run the interleaved repetitions, print and save the figures."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="fasterrcnn_resnet18_fpn")
-    parser.add_argument("--size", type=int, default=128, help="generated image side, px")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=0, help="loader workers, both paths")
-    parser.add_argument("--images", type=int, default=64, help="generated images (train ~70%%)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per repetition")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition")
-    parser.add_argument("--reps", type=int, default=7, help="repetitions of each path")
-    parser.add_argument("--clip", type=float, default=0.0, help="gradient clipping, both paths")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--profile", action="store_true", help="cProfile one Trainer run")
-    parser.add_argument("--data", type=Path, help="generated data folder (default: a temp dir)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench_train.json"))
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        import logging
-
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-    tmp = tempfile.TemporaryDirectory()
-    if args.data is None:
-        args.data = Path(tmp.name) / "data"
-    if not (args.data / "annotations" / "train.json").is_file():
-        generate_dataset(args.data, num_images=args.images, image_size=args.size, seed=0)
-    args.num_classes = make_data(args).num_classes
-    torch.manual_seed(0)
-    init = copy.deepcopy(
-        build_model(args.model, args.num_classes, **model_kwargs(args)).state_dict()
-    )
-
+def measure_impl(args: argparse.Namespace, init: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The interleaved repetitions (and the profile) of both paths with ``args.impl``."""
     paths = list(PATHS)
     results: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
     first_losses: dict[str, list[float]] = {}
-    load_before = os.getloadavg()
-    started = time.perf_counter()
     for rep in range(args.reps):
         for path in paths:
             seed = 1000 + rep
@@ -549,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             results[path].append(fig)
             first_losses.setdefault(path, [round(float(v), 5) for v in clock.loss[:3]])
             print(
-                f"rep {rep} {path:16s} {fig['images_per_s']:7.2f} img/s  "
+                f"rep {rep} {args.impl:11s} {path:8s} {fig['images_per_s']:7.2f} img/s  "
                 f"{1000 * fig['cpu_s_per_image']:7.1f} ms CPU/img  "
                 f"loop overhead {fig['loop_overhead_ms_per_step']:6.1f} of {fig['step_ms']:6.0f} ms/step  "
                 f"load {os.getloadavg()[0]:.2f}"
@@ -596,13 +616,153 @@ def main(argv: list[str] | None = None) -> int:
             profile_out["trainer_overhead_ms_per_step"] = whole - work
             profile_out["trainer_overhead_share"] = (whole - work) / whole
 
+    # Same initial weights, batches and random samples: on a CPU in float32 the first losses
+    # agree exactly; kernels chosen per run (cuDNN, mixed precision) leave a rounding difference.
+    exact = args.device == "cpu" and args.precision == "32"
+    reference = first_losses.get("plain", [])
+    same_work = all(
+        len(v) == len(reference)
+        and all(
+            math.isclose(a, b, rel_tol=0 if exact else 1e-2)
+            for a, b in zip(v, reference, strict=True)
+        )
+        for v in first_losses.values()
+    )
+    return {
+        "impl": args.impl,
+        "first_step_losses": first_losses,
+        "same_work": same_work,
+        "summary": summary,
+        "repetitions": results,
+        "profile": profile_out,
+    }
+
+
+def print_summary(impl: str, summary: dict[str, Any]) -> None:
+    """One line per path: medians, and the Trainer's ratios to the plain loop."""
+    for path, s in summary.items():
+        line = f"{impl:11s} {path:8s} median {s['images_per_s']:7.2f} img/s  {1000 * s['cpu_s_per_image']:7.1f} ms CPU/img"
+        line += f"  loop overhead {s['loop_overhead_ms_per_step']:.1f} ms/step"
+        if "log_ms_per_step" in s:
+            line += f"  self.log {s['log_ms_per_step']:.2f} ms/step"
+        if path != "plain":
+            line += (
+                f"  ratio {s['ratio_of_medians']:.3f} (pairwise median {s['median_pairwise_ratio']:.3f},"
+                f" CPU {s['cpu_ratio']:.3f}, from overheads {s['ratio_from_overhead']:.3f})"
+            )
+        print(line)
+
+
+def impl_table(sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Median images/s of each path under each implementation, and batched / torchvision."""
+    table: dict[str, dict[str, float]] = {}
+    for path in PATHS:
+        row = {
+            impl: s["summary"][path]["images_per_s"] for impl, s in sections.items() if s["summary"]
+        }
+        if len(row) == len(IMPLS):
+            row["batched_over_torchvision"] = row["batched"] / row["torchvision"]
+        table[path] = row
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate data, run the interleaved repetitions, print and save the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="fasterrcnn_resnet18_fpn")
+    parser.add_argument(
+        "--size", type=int, default=128, help="generated image height and model min_size, px"
+    )
+    parser.add_argument("--max-size", type=int, help="model max_size (default: --size)")
+    parser.add_argument("--width", type=int, help="generated image width (default: --size)")
+    parser.add_argument("--impl", choices=IMPLS, default=IMPLS[0], help="Faster R-CNN code")
+    parser.add_argument(
+        "--compare-impl", action="store_true", help="run both implementations, --impl first"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--channels-last", action="store_true", help="batched: NHWC backbone")
+    parser.add_argument(
+        "--compile-backbone", action="store_true", help="batched: torch.compile backbone+FPN"
+    )
+    parser.add_argument(
+        "--pad-multiple", type=int, help="batched: pad batches to a multiple of this, px"
+    )
+    parser.add_argument("--precision", choices=tuple(AUTOCAST), default="32")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="loader workers, both paths")
+    parser.add_argument("--images", type=int, default=64, help="generated images (train ~70%%)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per repetition")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition")
+    parser.add_argument("--reps", type=int, default=7, help="repetitions of each path")
+    parser.add_argument("--clip", type=float, default=0.0, help="gradient clipping, both paths")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--profile", action="store_true", help="cProfile one Trainer run")
+    parser.add_argument("--data", type=Path, help="generated data folder (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench_train.json"))
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    args.max_size = args.max_size or args.size
+    args.width = args.width or args.size
+    if args.device == "cuda":
+        # Every generated image has one size: cuDNN's autotuning pays off (both paths).
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        import logging
+
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    tmp = tempfile.TemporaryDirectory()
+    if args.data is None:
+        args.data = Path(tmp.name) / "data"
+    if not (args.data / "annotations" / "train.json").is_file():
+        # Enough for one pass without repeating an image (the training split is ~70%).
+        needed = math.ceil((args.warmup + args.steps + 1) * args.batch_size / 0.7) + 1
+        generate_dataset(
+            args.data,
+            num_images=max(args.images, needed),
+            image_size=(args.width, args.size),
+            seed=0,
+        )
+    args.num_classes = make_data(args).num_classes
+    torch.manual_seed(0)
+    # The state dict is the same for both implementations: one set of initial weights.
+    init = copy.deepcopy(
+        build_model(
+            args.model, args.num_classes, impl="torchvision", **model_kwargs(args, options=False)
+        ).state_dict()
+    )
+
+    impls = list(IMPLS) if args.compare_impl else [args.impl]
+    if args.compare_impl:  # the asked-for implementation first
+        impls.sort(key=lambda name: name != args.impl)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    sections = {}
+    for impl in impls:
+        args.impl = impl
+        sections[impl] = measure_impl(args, init)
+
     report = {
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),
         "settings": {
             "model": args.model,
+            "impl": impls[0],
+            "impls": impls,
+            "device": args.device,
+            "precision": args.precision,
             "size": args.size,
+            "max_size": args.max_size,
+            "image_size": [args.width, args.size],
             "batch_size": args.batch_size,
             "workers": args.workers,
             "warmup_steps": args.warmup,
@@ -610,10 +770,11 @@ def main(argv: list[str] | None = None) -> int:
             "reps": args.reps,
             "clip": args.clip,
             "torch_threads": torch.get_num_threads(),
-            "model_kwargs": model_kwargs(args),
+            "model_kwargs": model_kwargs(args, options=False),
+            "batched_options": speedups(args),
             "optimizer": hparams(args),
             "trainer": {
-                "precision": "32",
+                "precision": args.precision,
                 "log_every_n_steps": 5,
                 "logger": "Lightning default (to a temp dir)",
                 "progress_bar": "default TQDMProgressBar, refresh every step",
@@ -625,35 +786,29 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
             "lightning": L.__version__,
             "load_avg_before": load_before,
             "load_avg_after": os.getloadavg(),
             "bench_wall_s": time.perf_counter() - started,
         },
-        "first_step_losses": first_losses,
-        # Same initial weights, batches and random samples: the first losses agree exactly.
-        "same_work": all(v == first_losses["plain"] for v in first_losses.values()),
-        "summary": summary,
-        "repetitions": results,
-        "profile": profile_out,
+        # The first implementation's figures at the top, as before --compare-impl.
+        **{k: v for k, v in sections[impls[0]].items() if k != "impl"},
     }
+    if len(impls) > 1:
+        report["by_impl"] = sections
+        report["images_per_s_by_impl"] = impl_table(sections)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    for path in paths if summary else []:
-        s = summary[path]
-        line = f"{path:16s} median {s['images_per_s']:7.2f} img/s  {1000 * s['cpu_s_per_image']:7.1f} ms CPU/img"
-        line += f"  loop overhead {s['loop_overhead_ms_per_step']:.1f} ms/step"
-        if "log_ms_per_step" in s:
-            line += f"  self.log {s['log_ms_per_step']:.2f} ms/step"
-        if path != "plain":
-            line += (
-                f"  ratio {s['ratio_of_medians']:.3f} (pairwise median {s['median_pairwise_ratio']:.3f},"
-                f" CPU {s['cpu_ratio']:.3f}, from overheads {s['ratio_from_overhead']:.3f})"
-            )
-        print(line)
+    for impl, section in sections.items():
+        print_summary(impl, section["summary"])
+    if len(impls) > 1:
+        for path, row in report["images_per_s_by_impl"].items():
+            print(f"{path:8s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
     print(
         f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; saved {args.out}"
     )
+    return 0
     return 0
 
 
