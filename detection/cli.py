@@ -26,14 +26,15 @@ def run_lightning(argv: list[str] | None) -> int:
     """fit / validate / test / predict through LightningCLI; returns the exit status."""
     # Imported here so that `detection data ...` and friends start without loading Lightning.
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from detection.commands.inspect import EXIT_INTERRUPTED, EXIT_USAGE
     from detection.data.datamodule import CocoDataModule
     from detection.failure_checkpoint import FailureCheckpoint
     from detection.lightning_module import DetectionModule
-    from detection.training_logs import PRCurveImages, default_logger, quiet_dependencies
+    from detection.training_logs import quiet_dependencies
+    from detection.training_setup import CHECKPOINT_DEFAULTS, trainer_arguments
 
     quiet_dependencies()
 
@@ -45,26 +46,10 @@ def run_lightning(argv: list[str] | None) -> int:
                 parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
             # Always keep the best checkpoint by val/mAP and the last one; set as --checkpoint.*.
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults(
-                {
-                    "checkpoint.monitor": "val/mAP",
-                    "checkpoint.mode": "max",
-                    "checkpoint.save_last": True,
-                    "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}",
-                    "checkpoint.auto_insert_metric_name": False,
-                }
-            )
+            parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
 
         def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
-            # TensorBoard + CSV in the run folder unless the config names a logger (or false).
-            config["logger"] = default_logger(config)
-            return super()._instantiate_trainer(config, [*callbacks, PRCurveImages()])
-
-        def before_fit(self) -> None:
-            if not self.trainer.loggers:  # the monitor refuses to start without a logger
-                callbacks = self.trainer.callbacks
-                callbacks[:] = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-            self._check_ckpt_path()
+            return super()._instantiate_trainer(trainer_arguments(config, failure), callbacks)
 
         def _check_ckpt_path(self) -> None:
             path = self.config_init[self.subcommand].get("ckpt_path")
@@ -80,7 +65,7 @@ def run_lightning(argv: list[str] | None) -> int:
             if hasattr(LightningCLI, "_parse_ckpt_path"):
                 super()._parse_ckpt_path()
 
-        before_validate = before_test = before_predict = _check_ckpt_path
+        before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
     failure = FailureCheckpoint()
     try:
@@ -88,7 +73,6 @@ def run_lightning(argv: list[str] | None) -> int:
             DetectionModule,
             CocoDataModule,
             args=argv,
-            trainer_defaults={"callbacks": [LearningRateMonitor(logging_interval="step"), failure]},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"epilog": f"Other commands:\n{USAGE_EXTRA}"},
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 # Lightning's advertisements for its cloud services, printed at every Trainer start.
@@ -34,11 +34,6 @@ def training_loggers(root: str | Path, name: str = "lightning_logs") -> list[Log
     """TensorBoard first (its folder holds the checkpoints), then CSV in the same version folder."""
     tensorboard = TensorBoardLogger(root, name=name, default_hp_metric=False)
     return [tensorboard, CSVLogger(root, name=name, version=tensorboard.version)]
-
-
-def training_callbacks() -> list[Callback]:
-    """The learning rate at every step, and the PR curves image after every validation."""
-    return [LearningRateMonitor(logging_interval="step"), PRCurveImages()]
 
 
 class PRCurveImages(Callback):

@@ -78,9 +78,10 @@ def _headline(figures: dict, out: Path) -> str:
 def main(argv: list[str]) -> int:
     """Run `detection demo`; errors reach the CLI as DetectionError (one line, exit 2)."""
     args = build_parser().parse_args(argv)
-    from detection.demo import load_recipe, resolve_device, run_demo
+    from detection.demo import load_recipe, run_demo
+    from detection.inference.predictor import resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device).type
     recipe = load_recipe(
         device,
         args.config,
