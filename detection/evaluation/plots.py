@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from detection.evaluation.operating_point import ClassCurve
@@ -31,6 +32,19 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _per_class_axes(
+    curves: Mapping[str, ClassCurve], size: tuple[float, float]
+) -> tuple[Figure, Axes, dict[str, ClassCurve]]:
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(), _plottable(curves)
+
+
+def _grid_and_legend(ax: Axes, plotted: int, classes: int) -> None:
+    ax.grid(alpha=0.3)
+    if plotted and classes <= MAX_LEGEND_CLASSES:
+        ax.legend(fontsize="small", loc="lower left")
+
+
 def plot_pr_curves(
     curves: Mapping[str, ClassCurve], thresholds: Mapping[str, float], iou: float, path: Path
 ) -> Path:
@@ -42,9 +56,7 @@ def pr_curves_figure(
     curves: Mapping[str, ClassCurve], thresholds: Mapping[str, float], iou: float
 ) -> Figure:
     """The figure of `plot_pr_curves` (also drawn into TensorBoard at each validation)."""
-    fig = Figure(figsize=(7, 6))
-    ax = fig.subplots()
-    plotted = _plottable(curves)
+    fig, ax, plotted = _per_class_axes(curves, (7, 6))
     for name, curve in plotted.items():
         (line,) = ax.plot(curve.recall, curve.precision, drawstyle="steps-post", label=name)
         at = np.flatnonzero(curve.thresholds >= thresholds[name])
@@ -52,9 +64,7 @@ def pr_curves_figure(
             ax.plot(curve.recall[at[-1]], curve.precision[at[-1]], "o", color=line.get_color())
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
     ax.set_title(f"Precision-recall per class at IoU {iou:g} (dots: operating point)")
-    ax.grid(alpha=0.3)
-    if plotted and len(curves) <= MAX_LEGEND_CLASSES:
-        ax.legend(fontsize="small", loc="lower left")
+    _grid_and_legend(ax, len(plotted), len(curves))
     fig.tight_layout()
     return fig
 
@@ -63,18 +73,14 @@ def plot_f1_curves(
     curves: Mapping[str, ClassCurve], thresholds: Mapping[str, float], path: Path
 ) -> Path:
     """F1 against score threshold per class."""
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
-    plotted = _plottable(curves)
+    fig, ax, plotted = _per_class_axes(curves, (7, 5))
     for name, curve in plotted.items():
         ax.plot(curve.thresholds, curve.f1, drawstyle="steps-pre", label=name)
     for value in sorted(set(thresholds.values())):
         ax.axvline(value, color="grey", linestyle="--", linewidth=0.8)
     ax.set(xlabel="score threshold", ylabel="F1", ylim=(0, 1.02))
     ax.set_title("F1 against score threshold (dashed: thresholds in use)")
-    ax.grid(alpha=0.3)
-    if plotted and len(curves) <= MAX_LEGEND_CLASSES:
-        ax.legend(fontsize="small", loc="lower left")
+    _grid_and_legend(ax, len(plotted), len(curves))
     return _save(fig, path)
 
 
