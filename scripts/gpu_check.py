@@ -12,12 +12,13 @@ whose cap no longer fits the total budget is skipped and says so):
   bench_train  scripts/bench_train.py, cuda 16-mixed, both implementations, Trainer against a
                plain AMP loop, R50-FPN 1066x800 images at 800 px, batch 8
   inspect      scripts/bench_inspect.py --device cuda --precision 16-mixed, R50-FPN 1333x800
+  options      bench_train.py, batched only, with channels_last alone, then pad_multiple 128
   fit          `detection fit --config configs/deeppcb.yaml` from random initialisation, its
                epochs sized from bench_train's images/s to fit the budget (max_time as a guard)
   eval         scripts/eval_deeppcb.py on the DeepPCB test split, with the fit's checkpoint
   count_ops    scripts/count_ops.py (a CPU profile: the same figures on any machine)
-  options      bench_train.py with each speed-up option of the batched model alone:
-               channels_last, compile_backbone, pad_multiple
+  options      the same with compile_backbone (torch.compile of backbone+FPN: minutes of
+               compiling, so last; likely skipped in one call, see below)
 
 Files in --out (8 at most come back from the device machine): summary.json (headline figures,
 each stage's exit status and wall time), log.txt (every stage's output), env_sync.json,
@@ -195,21 +196,22 @@ def bench_train(run: Run) -> float | None:
     return table.get("trainer", {}).get("batched")
 
 
-def options(run: Run) -> None:
+def options(run: Run, names: tuple[str, ...]) -> None:
     """Each speed-up option of the batched model alone, one short repetition each."""
-    merged: dict[str, Any] = {}
+    merged = read_json(run.out / "bench_train_options.json")
     reps = ["--warmup", "1", "--steps", "2"] if run.dry else ["--warmup", "5", "--steps", "10"]
-    for name, flags in OPTIONS.items():
+    for name in names:
+        flags = OPTIONS[name]
         out = WORK / f"bench_train_{name}.json"
         command = [sys.executable, "scripts/bench_train.py", *train_settings(run), *reps, *flags]
         command += ["--reps", "1", "--data", str(WORK / "bench_data"), "--out", str(out)]
-        run.stage(f"option_{name}", command, 150 if name == "compile_backbone" else 60)
+        run.stage(f"option_{name}", command, 200 if name == "compile_backbone" else 60)
         report = read_json(out)
         merged[name] = report
         run.summary["figures"].setdefault("options_images_per_s", {})[name] = {
             path: s.get("images_per_s") for path, s in report.get("summary", {}).items()
         }
-    (run.out / "bench_train_options.json").write_text(json.dumps(merged, indent=2))
+        (run.out / "bench_train_options.json").write_text(json.dumps(merged, indent=2))
 
 
 def inspect(run: Run) -> None:
@@ -416,19 +418,13 @@ def count_syncs(impl: str, name: str, size: int, count: int, device: Any) -> dic
 
 
 def random_batch(size: int, count: int, device: Any) -> tuple[list, list]:
-    """`count` random images with three boxes each, the last image without any."""
-    import torch
+    """count_ops.py's batch (three boxes an image, the last image without any) on `device`."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from count_ops import batch
 
-    generator = torch.Generator().manual_seed(1)
-    images = [torch.rand(3, size, size, generator=generator).to(device) for _ in range(count)]
-    targets = []
-    for index in range(count):
-        corner = torch.rand(3, 2, generator=generator) * size * 0.6
-        boxes = torch.cat([corner, corner + size * 0.3], dim=1)
-        labels = torch.randint(1, 4, (3,), generator=generator)
-        keep = 0 if index == count - 1 else 3
-        targets.append({"boxes": boxes[:keep].to(device), "labels": labels[:keep].to(device)})
-    return images, targets
+    images, targets = batch(size, count, seed=1)
+    images = [image.to(device) for image in images]
+    return images, [{k: v.to(device) for k, v in t.items()} for t in targets]
 
 
 def package_versions() -> dict[str, str | None]:
@@ -484,12 +480,14 @@ def main(argv: list[str] | None = None) -> int:
         rate = bench_train(run)
     if "inspect" in stages:
         inspect(run)
+    if "options" in stages:  # the cheap ones here, compiling (minutes) last
+        options(run, ("channels_last", "pad_multiple_128"))
     if "fit" in stages:
         evaluate(run, fit(run, rate))
     if "count_ops" in stages:
         count_ops(run)
     if "options" in stages:
-        options(run)
+        options(run, ("compile_backbone",))
     run.save()
     run.note(json.dumps(run.summary["figures"], indent=2))
     return 0
