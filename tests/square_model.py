@@ -19,7 +19,7 @@ import torch
 import torchvision
 
 from detection.models.checkpoint import CheckpointMeta
-from detection.models.faster_rcnn import build_model
+from detection.models.faster_rcnn import DEFAULT_IMPL, build_model
 from detection.thresholds import Thresholds
 
 # Small proposal counts make the box head cheap: that head, not the backbone, dominates CPU time
@@ -133,7 +133,7 @@ def train_square_model() -> torch.nn.Module:
 def trained_checkpoint(cache_dir: Path) -> Path:
     """The trained square detector's checkpoint, trained once per recipe and torch version."""
     key = json.dumps(
-        [RECIPE, MODEL_ARGS, MODEL_NAME, torch.__version__, torchvision.__version__],
+        [RECIPE, MODEL_ARGS, MODEL_NAME, DEFAULT_IMPL, torch.__version__, torchvision.__version__],
         sort_keys=True,
     )
     path = cache_dir / f"squares-{hashlib.sha1(key.encode()).hexdigest()[:12]}.ckpt"
