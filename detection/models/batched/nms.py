@@ -1,4 +1,5 @@
-"""Non-maximum suppression for a whole batch in one call, with a fixed-size output per image."""
+"""Non-maximum suppression for a whole batch with a fixed-size output per image: one
+torchvision `nms` call for the batch, or greedy NMS as batched tensor work (the GPU path)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ def batched_nms_top_k(
     """NMS within each (image, group), then the `k` best survivors per image.
 
     boxes (B, N, 4), scores (B, N), groups (B, N) or (N,) int64 below `num_groups` (e.g. FPN
-    level or class), valid (B, N). Returns (indices into N, (B, k); valid (B, k)). One `nms` call serves the batch:
-    boxes of different images and groups are moved apart (torchvision's coordinate trick) in
-    float64, so the offsets cost no precision. Invalid candidates score -inf: they sort last and
+    level or class), valid (B, N). Returns (indices into N, (B, k); valid (B, k)). One `nms`
+    call serves the batch: boxes of different images and groups are moved apart (torchvision's
+    coordinate trick) in float64, so the offsets cost no precision. Invalid candidates score -inf: they sort last and
     so never suppress a valid one.
     """
     num_images, count = scores.shape

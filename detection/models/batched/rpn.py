@@ -46,11 +46,12 @@ def select_proposals(
     otherwise one torchvision `nms` call serves the batch.
     """
     logits = logits.detach()
-    top, levels, offset = [], [], 0
+    top, levels, sizes, offset = [], [], [], 0
     for level, count in enumerate(per_level):
         k = min(rpn.pre_nms_top_n(), count)
         top.append(logits[:, offset : offset + count].topk(k, dim=1).indices + offset)
         levels.append(torch.full((k,), level, dtype=torch.int64, device=logits.device))
+        sizes.append(k)
         offset += count
     top_idx = torch.cat(top, dim=1)
     scores = torch.sigmoid(logits.gather(1, top_idx))
@@ -58,7 +59,7 @@ def select_proposals(
     boxes = clip_to_images(boxes, batch.sizes)
     valid = is_large_enough(boxes, rpn.min_size) & (scores >= rpn.score_thresh)
     if matrix_nms:
-        keep, kept = level_nms_top_k(boxes, scores, valid, [len(x) for x in levels], rpn)
+        keep, kept = level_nms_top_k(boxes, scores, valid, sizes, rpn)
     else:
         keep, kept = batched_nms_top_k(
             boxes,
