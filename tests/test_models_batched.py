@@ -112,6 +112,9 @@ def test_greedy_nms_keep_equals_torchvision_nms() -> None:
         index = valid[row].nonzero()[:, 0]
         expected = index[nms(boxes[row, index], scores[row, index], 0.5)]
         assert sorted(keep[row].nonzero()[:, 0].tolist()) == sorted(expected.tolist())
+    # The IoUs in chunks of rows (here 4, then 2) give the same result.
+    chunked = greedy_nms_keep(boxes, scores, valid, 0.5, check_every=3, pairs_per_chunk=40 * 40 * 4)
+    assert torch.equal(chunked, keep)
 
 
 def test_images_without_detections_give_empty_results() -> None:

@@ -7,8 +7,6 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
-from detection.models.batched.boxes import box_iou
-
 
 def first_k_per_image(kept: Tensor, image: Tensor, num_images: int, k: int) -> Tensor:
     """The first `k` entries of `kept` per image, in their order: (num_images, k), -1 padded.
@@ -65,8 +63,31 @@ def batched_nms_top_k(
     return local, ok
 
 
+def overlaps_above(boxes: Tensor, iou_threshold: float) -> Tensor:
+    """(G, K, K) bool: IoU of each pair of boxes within a row of (G, K, 4) above the threshold.
+
+    torchvision's nms arithmetic (inter / (area_i + area_j - inter) > threshold), in place:
+    at most three G x K x K float temporaries alive, where box_iou holds (G, K, K, 2) corners.
+    """
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    area = (x2 - x1) * (y2 - y1)
+    width = torch.minimum(x2[:, :, None], x2[:, None, :])
+    width.sub_(torch.maximum(x1[:, :, None], x1[:, None, :])).clamp_(min=0)
+    height = torch.minimum(y2[:, :, None], y2[:, None, :])
+    height.sub_(torch.maximum(y1[:, :, None], y1[:, None, :])).clamp_(min=0)
+    inter = width.mul_(height)
+    del height
+    union = area[:, :, None] + area[:, None, :]
+    return inter.div_(union.sub_(inter)) > iou_threshold
+
+
 def greedy_nms_keep(
-    boxes: Tensor, scores: Tensor, valid: Tensor, iou_threshold: float, check_every: int = 4
+    boxes: Tensor,
+    scores: Tensor,
+    valid: Tensor,
+    iou_threshold: float,
+    check_every: int = 4,
+    pairs_per_chunk: int = 1 << 26,
 ) -> Tensor:
     """Greedy NMS inside each row of (G, K) candidates, computed with tensor ops: (G, K) keep mask.
 
@@ -81,17 +102,20 @@ def greedy_nms_keep(
     groups, count = scores.shape
     ranked = torch.where(valid, scores, torch.full_like(scores, float("-inf")))
     order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
-    ordered = boxes.gather(1, order[..., None].expand(-1, -1, 4))
+    # float32 like torchvision's nms under autocast: fp16 IoUs would round differently.
+    ordered = boxes.float().gather(1, order[..., None].expand(-1, -1, 4))
     alive = valid.gather(1, order)
     # float16 sums of 0/1 only need to stay above 0; CPU matmuls want float32.
     dtype = torch.float16 if boxes.is_cuda else torch.float32
     earlier = torch.ones(count, count, dtype=torch.bool, device=boxes.device).triu(1)
     suppresses = torch.empty((groups, count, count), dtype=dtype, device=boxes.device)
-    chunk = max(1, (1 << 24) // max(1, count * count))  # bounds box_iou's temporaries
+    # Chunks of `pairs_per_chunk` bound the IoU temporaries (three float32 ones: 768 MB by
+    # default), in few chunks (at K = 2000: two up to batch 6 x 5 levels) that hardly add ops
+    # per image.
+    chunk = max(1, pairs_per_chunk // max(1, count * count))
     for start in range(0, groups, chunk):
-        part = ordered[start : start + chunk]
-        overlaps = box_iou(part, part) > iou_threshold
-        suppresses[start : start + chunk] = (overlaps & earlier).to(dtype)
+        overlaps = overlaps_above(ordered[start : start + chunk], iou_threshold)
+        suppresses[start : start + chunk] = overlaps.logical_and_(earlier)
     keep = alive
     for step in range(count):
         suppressed = torch.bmm(keep[:, None, :].to(dtype), suppresses)[:, 0] > 0
