@@ -10,7 +10,8 @@ only known on the device). Ops per extra image = (ops at the larger batch - ops 
 (difference in images): the per-image Python loops show there.
 
 The batched model is counted as it runs on CUDA (masked_pooling and matrix_nms on); on a CPU it
-pools level by level (one nonzero per FPN level) and runs one torchvision nms for the batch.
+pools level by level (one nonzero per FPN level) and runs torchvision's nms per image and
+level; a CPU does not wait on a device.
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection._utils import BoxCoder, Matcher
+from torchvision.ops import batched_nms, nms
 from torchvision.ops import box_iou as tv_box_iou
-from torchvision.ops import nms
 
 from detection.models.batched import BatchedFasterRCNN
 from detection.models.batched.boxes import box_iou, decode, encode
 from detection.models.batched.matching import match, sample_balanced
-from detection.models.batched.nms import greedy_nms_keep
+from detection.models.batched.nms import greedy_nms_keep, grouped_nms
 from detection.models.faster_rcnn import as_torchvision, build_model
 
 # Tiny images and few proposals keep each case to a second or two on a CPU.
@@ -126,6 +126,28 @@ def test_images_without_detections_give_empty_results() -> None:
     assert [len(d["boxes"]) for d in actual] == [0, 0]
     assert actual[0]["boxes"].shape == (0, 4) and actual[0]["labels"].dtype == torch.int64
     _assert_same_detections(expected, actual)
+
+
+def test_cpu_path_pools_only_slots_that_some_image_fills() -> None:
+    torch.manual_seed(0)
+    # Every proposal that survives NMS is kept: the images keep different numbers.
+    settings = {**SMALL, "rpn_post_nms_top_n_test": 10**4}
+    reference = build_model("fasterrcnn_resnet18_fpn", 3, impl="torchvision", **settings)
+    batched = BatchedFasterRCNN(reference)
+    proposal_counts, pooled_rows = [], []
+    reference.rpn.register_forward_hook(
+        lambda module, args, output: proposal_counts.extend(len(p) for p in output[0])
+    )
+    # The box head is one module, shared by both models.
+    reference.roi_heads.box_head.register_forward_hook(
+        lambda module, args, output: pooled_rows.append(len(output))
+    )
+    images = _images([(100, 130), (64, 64), (80, 96)])
+    with torch.no_grad():
+        reference.eval()(images)
+        batched.eval()(images)
+    assert len(set(proposal_counts)) > 1  # images with different numbers of proposals
+    assert pooled_rows == [sum(proposal_counts), len(images) * max(proposal_counts)]
 
 
 def _targets() -> list[dict[str, torch.Tensor]]:
@@ -258,20 +280,27 @@ def _sync_ops(model: torch.nn.Module, images: list, targets: list) -> dict[str, 
     return counts
 
 
-def test_training_step_waits_on_the_device_only_for_nms() -> None:
+def test_training_step_on_the_cuda_paths_waits_only_to_see_nms_converge() -> None:
     _, batched = _pair("fasterrcnn_resnet18_fpn")
-    batched.masked_pooling = True  # what runs on CUDA
+    batched.masked_pooling = batched.matrix_nms = True  # what runs on CUDA
     batched.train()
-    images = _images([(100, 130), (128, 96), (64, 64)])
-    counts = _sync_ops(batched, images, _targets())
-    assert counts.pop("torchvision::nms") == 1
-    assert sum(counts.values()) == 0, counts
-    # With the RPN's NMS as tensor work, the host waits only to see whether it has converged.
-    batched.matrix_nms = True
-    counts = _sync_ops(batched, images, _targets())
-    assert counts.pop("torchvision::nms") == 0
+    counts = _sync_ops(batched, _images([(100, 130), (128, 96), (64, 64)]), _targets())
     looks = counts.pop("aten::equal")
     assert 1 <= looks <= 6 and sum(counts.values()) == 0, counts
+
+
+@pytest.mark.parametrize("one_call", [True, False])
+def test_grouped_nms_is_torchvision_batched_nms(one_call: bool) -> None:
+    generator = torch.Generator().manual_seed(3)
+    centres = torch.rand(500, 2, generator=generator) * 100
+    sizes = 5 + torch.rand(500, 2, generator=generator) * 30
+    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
+    scores = torch.rand(500, generator=generator)
+    keys = torch.randint(0, 7, (500,), generator=generator)
+    kept = grouped_nms(boxes, scores, keys, 0.5, one_call=one_call)
+    expected = batched_nms(boxes, scores, keys, 0.5)
+    assert kept.tolist() == expected.tolist()  # the same boxes, by decreasing score
+    assert grouped_nms(boxes[:0], scores[:0], keys[:0], 0.5, one_call=one_call).numel() == 0
 
 
 def test_channels_last_and_padding_buckets_keep_the_detections() -> None:

@@ -20,9 +20,10 @@ class BatchedFasterRCNN(nn.Module):
 
     Options (None: decided by the device):
     - `masked_pooling` (None: on CUDA) pools every box on every FPN level and keeps its own
-      level's result, instead of the host splitting boxes by level (4 syncs);
+      level's result, instead of the host splitting boxes by level (4 syncs) and dropping the
+      slots no image fills (1 sync);
     - `matrix_nms` (None: on CUDA) runs the RPN's NMS as batched tensor work per image and
-      level, instead of one torchvision `nms` call over the batch;
+      level, instead of torchvision `nms` calls (one per image and level on a CPU);
     - `channels_last` runs the backbone in NHWC, which tensor cores prefer;
     - `compile_backbone` compiles the backbone and FPN with torch.compile;
     - `pad_multiple` pads batches to a multiple of this many pixels instead of

@@ -47,7 +47,7 @@ def select_proposals(
     decoded: torchvision decodes every anchor first, about 30x as many boxes at 800 px.
 
     `matrix_nms` runs NMS as batched tensor work per (image, level) (the GPU path, a few syncs);
-    otherwise one torchvision `nms` call serves the batch.
+    otherwise torchvision's `nms` (`grouped_nms`: per image and level on a CPU).
     """
     logits = logits.detach()
     top, levels, sizes, offset = [], [], [], 0
