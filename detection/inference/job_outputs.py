@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from detection.coco_format import results
 from detection.inference.inspect_config import InspectConfig
 from detection.inference.rank import RankStats
-from detection.inference.writer import error_files, iter_records, result_files
+from detection.inference.writer import iter_errors, iter_results
 from detection.run_folder import temporary_path, write_atomic
 
 JOB_FILE = "job.json"
@@ -28,18 +28,6 @@ CSV_COLUMNS = (
     "image", "width", "height", "decision", "class_name", "category_id", "score",
     "x1", "y1", "x2", "y2", "fail",
 )  # fmt: skip
-
-
-def iter_results(output: str | Path) -> Iterator[dict[str, Any]]:
-    """Every complete result record of a job, shard by shard."""
-    for path in result_files(output):
-        yield from iter_records(path)
-
-
-def iter_errors(output: str | Path) -> Iterator[dict[str, Any]]:
-    """Every complete error record of a job."""
-    for path in error_files(output):
-        yield from iter_records(path)
 
 
 def _class_counts() -> dict[str, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,13 @@ from detection.inference.inspect_config import InspectConfig
 from detection.inference.predictor import Detector
 from detection.inference.sources import shard_items
 from detection.inference.writer import (
+    RESULTS_DIR,
     JsonlAppender,
     RankLock,
     ShardedJsonlWriter,
     error_file,
     filter_records,
-    iter_records,
-    result_files,
+    iter_results,
 )
 
 FAILED_DIR = "failed"
@@ -52,10 +53,7 @@ class RankStats:
 
 def done_images(output: str | Path) -> set[str]:
     """Images with a complete line in any rank's results file."""
-    done: set[str] = set()
-    for path in result_files(output):
-        done.update(r["image"] for r in iter_records(path) if isinstance(r.get("image"), str))
-    return done
+    return {r["image"] for r in iter_results(output) if isinstance(r.get("image"), str)}
 
 
 def run_rank(
@@ -78,47 +76,46 @@ def run_rank(
             error_file(output, rank), lambda r: r.get("image") not in retried, config.fsync
         )
         # Opening the writers also truncates a line torn by a kill in this rank's files.
-        results = ShardedJsonlWriter(output / "results", rank, config.shard_lines, config.fsync)
-        errors = JsonlAppender(error_file(output, rank), config.fsync)
-        if not todo:
-            results.close()
-            errors.close()
-            return stats
-        inspector = BatchInspector(
-            detector,
-            config.batch_size_on(detector.device),
-            output / FAILED_DIR if config.save_images else None,
-        )
-        bar = tqdm(
-            total=len(mine),
-            initial=len(mine) - len(todo),
-            unit="img",
-            desc=f"inspect rank {rank}" if config.world_size > 1 else "inspect",
-            position=rank % max(1, config.devices) if config.devices > 1 else None,
-            disable=not config.progress,
-            dynamic_ncols=True,
-            smoothing=0.1,
-        )
-        start = time.perf_counter()
-        try:
-            batches = inspected_batches(
-                todo, inspector, config.workers_on(detector.device), config.max_pixels
+        with (
+            closing(
+                ShardedJsonlWriter(output / RESULTS_DIR, rank, config.shard_lines, config.fsync)
+            ) as results,
+            closing(JsonlAppender(error_file(output, rank), config.fsync)) as errors,
+        ):
+            if not todo:
+                return stats
+            inspector = BatchInspector(
+                detector,
+                config.batch_size_on(detector.device),
+                output / FAILED_DIR if config.save_images else None,
             )
-            for batch in batches:
-                # Durable before counted: a line written is an image done.
-                errors.write(
-                    [
+            bar = tqdm(
+                total=len(mine),
+                initial=len(mine) - len(todo),
+                unit="img",
+                desc=f"inspect rank {rank}" if config.world_size > 1 else "inspect",
+                position=rank % max(1, config.devices) if config.devices > 1 else None,
+                disable=not config.progress,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
+            start = time.perf_counter()
+            try:
+                batches = inspected_batches(
+                    todo, inspector, config.workers_on(detector.device), config.max_pixels
+                )
+                for batch in batches:
+                    # Durable before counted: a line written is an image done.
+                    bad = [
                         {"image": b["path"], "error": b["error"], "type": b["type"]}
                         for b in batch.bad
                     ]
-                )
-                results.write([p.to_record() for p in batch.predictions])
-                stats.count(batch)
-                bar.update(len(batch))
-                bar.set_postfix(failed=stats.failed, errors=stats.errors, refresh=False)
-        finally:
-            stats.seconds = time.perf_counter() - start
-            bar.close()
-            results.close()
-            errors.close()
+                    errors.write(bad)
+                    results.write([p.to_record() for p in batch.predictions])
+                    stats.count(batch)
+                    bar.update(len(batch))
+                    bar.set_postfix(failed=stats.failed, errors=stats.errors, refresh=False)
+            finally:
+                stats.seconds = time.perf_counter() - start
+                bar.close()
     return stats

@@ -198,6 +198,18 @@ def error_files(output: str | Path) -> list[Path]:
     return sorted(Path(output).glob("errors*.jsonl"))
 
 
+def iter_results(output: str | Path) -> Iterator[dict[str, Any]]:
+    """Every complete result record of a job, shard by shard."""
+    for path in result_files(output):
+        yield from iter_records(path)
+
+
+def iter_errors(output: str | Path) -> Iterator[dict[str, Any]]:
+    """Every complete error record of a job."""
+    for path in error_files(output):
+        yield from iter_records(path)
+
+
 class RankLock:
     """An exclusive lock on one rank of an output folder: two processes never write one shard."""
 
