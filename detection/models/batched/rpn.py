@@ -50,11 +50,10 @@ def select_proposals(
     otherwise torchvision's `nms` (`grouped_nms`: per image and level on a CPU).
     """
     logits = logits.detach()
-    top, levels, sizes, offset = [], [], [], 0
-    for level, count in enumerate(per_level):
+    top, sizes, offset = [], [], 0
+    for count in per_level:
         k = min(rpn.pre_nms_top_n(), count)
         top.append(logits[:, offset : offset + count].topk(k, dim=1).indices + offset)
-        levels.append(torch.full((k,), level, dtype=torch.int64, device=logits.device))
         sizes.append(k)
         offset += count
     top_idx = torch.cat(top, dim=1)
@@ -70,11 +69,12 @@ def select_proposals(
     if matrix_nms:
         keep, kept = level_nms_top_k(boxes, scores, valid, sizes, rpn)
     else:
+        levels = [torch.full((k,), level, device=boxes.device) for level, k in enumerate(sizes)]
         keep, kept = batched_nms_top_k(
             boxes,
             scores,
             torch.cat(levels),
-            len(levels),
+            len(sizes),
             valid,
             rpn.nms_thresh,
             rpn.post_nms_top_n(),
