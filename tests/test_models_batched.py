@@ -99,12 +99,19 @@ def test_gpu_paths_give_torchvision_outputs_and_losses() -> None:
         torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-7)
 
 
+def _random_boxes(
+    shape: tuple[int, ...], spread: float, min_side: float, extra: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Boxes centred in [0, spread)^2 with sides in [min_side, min_side + extra)."""
+    centres = torch.rand(*shape, 2, generator=generator) * spread
+    sides = min_side + torch.rand(*shape, 2, generator=generator) * extra
+    return torch.cat([centres - sides / 2, centres + sides / 2], dim=-1)
+
+
 def test_greedy_nms_keep_equals_torchvision_nms() -> None:
     generator = torch.Generator().manual_seed(5)
     # Clusters of overlapping boxes make long suppression chains.
-    centres = torch.rand(6, 40, 2, generator=generator) * 60
-    sizes = 8 + torch.rand(6, 40, 2, generator=generator) * 12
-    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
+    boxes = _random_boxes((6, 40), 60, 8, 12, generator)
     scores = torch.rand(6, 40, generator=generator)
     valid = torch.rand(6, 40, generator=generator) > 0.2
     keep = greedy_nms_keep(boxes, scores, valid, 0.5, check_every=1)
@@ -292,9 +299,7 @@ def test_training_step_on_the_cuda_paths_waits_only_to_see_nms_converge() -> Non
 @pytest.mark.parametrize("one_call", [True, False])
 def test_grouped_nms_is_torchvision_batched_nms(one_call: bool) -> None:
     generator = torch.Generator().manual_seed(3)
-    centres = torch.rand(500, 2, generator=generator) * 100
-    sizes = 5 + torch.rand(500, 2, generator=generator) * 30
-    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
+    boxes = _random_boxes((500,), 100, 5, 30, generator)
     scores = torch.rand(500, generator=generator)
     keys = torch.randint(0, 7, (500,), generator=generator)
     kept = grouped_nms(boxes, scores, keys, 0.5, one_call=one_call)
