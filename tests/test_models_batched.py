@@ -330,13 +330,26 @@ def test_channels_last_and_padding_buckets_keep_the_detections() -> None:
         build_model("fasterrcnn_resnet18_fpn", 2, impl="torchvision", channels_last=True)
 
 
-def test_trains_and_detects_under_bf16_autocast() -> None:
-    _, batched = _pair("fasterrcnn_resnet18_fpn")
-    images = _images([(100, 130), (128, 96), (64, 64)])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = batched.train()(images, _targets())
-        assert all(torch.isfinite(loss) for loss in losses.values())
+@pytest.mark.parametrize(
+    ("dtype", "cuda_paths"), [(torch.bfloat16, False), (torch.float16, True)], ids=["bf16", "16"]
+)
+def test_trains_and_detects_under_autocast(dtype: torch.dtype, cuda_paths: bool) -> None:
+    _, batched = _pair("fasterrcnn_resnet18_fpn", **TAKE_ALL)
+    # float16 with masked pooling and matrix NMS is what 16-mixed runs on a GPU.
+    batched.masked_pooling = batched.matrix_nms = cuda_paths
+    sizes = [(100, 130), (64, 96)]
+    images, targets = _images(sizes), _targets()[: len(sizes)]
+    expected = batched.train()(images, targets)
+    with torch.autocast("cpu", dtype=dtype):
+        losses = batched(images, targets)
         sum(losses.values()).backward()
         with torch.no_grad():
             detections = batched.eval()(images)
-    assert len(detections) == 3 and all(d["boxes"].shape[1] == 4 for d in detections)
+    for name, loss in losses.items():  # every candidate sampled: the float32 losses, rounded
+        assert loss.dtype == torch.float32
+        torch.testing.assert_close(loss, expected[name], rtol=0.01, atol=1e-4)
+    assert all(torch.isfinite(p.grad).all() for p in batched.parameters() if p.grad is not None)
+    for detection, (height, width) in zip(detections, sizes, strict=True):
+        boxes = detection["boxes"]
+        assert len(boxes) > 0 and boxes.dtype == torch.float32
+        assert (boxes >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
