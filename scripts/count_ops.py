@@ -20,25 +20,13 @@ import argparse
 import json
 import platform
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from detection import build_model
-
-SYNC_OPS = (
-    "aten::nonzero",
-    "aten::item",
-    "aten::_local_scalar_dense",
-    "aten::is_nonzero",
-    "aten::_unique2",
-    "aten::unique_consecutive",
-    "aten::equal",
-    "torchvision::nms",
-)
+from detection.models.op_count import count_training_step, sync_ops
 
 
 def batch(size: int, count: int, seed: int) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
@@ -56,15 +44,6 @@ def batch(size: int, count: int, seed: int) -> tuple[list[torch.Tensor], list[di
     return images, targets
 
 
-def count_step(model: torch.nn.Module, images: list, targets: list) -> Counter:
-    """Op names and counts of one forward + backward pass."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        sum(model(images, targets).values()).backward()
-    return Counter(
-        event.name for event in prof.events() if event.name.startswith(("aten::", "torchvision::"))
-    )
-
-
 def measure(args: argparse.Namespace, impl: str, count: int) -> dict[str, Any]:
     """Op and sync counts of one training step of `impl` at batch `count`."""
     torch.manual_seed(0)
@@ -73,9 +52,9 @@ def measure(args: argparse.Namespace, impl: str, count: int) -> dict[str, Any]:
         model.masked_pooling = model.matrix_nms = True
     model.train()
     images, targets = batch(args.size, count, seed=1)
-    count_step(model, images, targets)  # warm-up: first calls initialise lazily
-    ops = count_step(model, images, targets)
-    syncs = {name: ops[name] for name in SYNC_OPS if ops[name]}
+    count_training_step(model, images, targets)  # warm-up: first calls initialise lazily
+    ops = count_training_step(model, images, targets)
+    syncs = sync_ops(ops)
     return {"aten_ops": sum(ops.values()), "sync_ops": sum(syncs.values()), "syncs": syncs}
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from batch_norm import train_with_fixed_batch_norm
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.ops import batched_nms, nms
@@ -17,6 +18,7 @@ from detection.models.batched.boxes import box_iou, decode, encode
 from detection.models.batched.matching import match, sample_balanced
 from detection.models.batched.nms import greedy_nms_keep, grouped_nms
 from detection.models.faster_rcnn import as_torchvision, build_model
+from detection.models.op_count import count_training_step, sync_ops
 
 # Tiny images and few proposals keep each case to a second or two on a CPU.
 SMALL = {
@@ -92,7 +94,7 @@ def test_gpu_paths_give_torchvision_outputs_and_losses() -> None:
     images = _images([(100, 130), (128, 96), (64, 64), (75, 200)])
     with torch.no_grad():
         _assert_same_detections(reference.eval()(images), batched.eval()(images))
-    reference.train().apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+    train_with_fixed_batch_norm(reference)
     batched.training = True
     expected, actual = reference(images[:3], _targets()), batched(images[:3], _targets())
     for key in expected:
@@ -171,8 +173,7 @@ def _targets() -> list[dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("name", ["fasterrcnn_resnet18_fpn", "fasterrcnn_resnet50_fpn_v2"])
 def test_training_losses_and_gradients_equal_torchvision(name: str) -> None:
     reference, batched = _pair(name, **TAKE_ALL)
-    # Batch norm statistics would change between the two passes; the losses would not.
-    reference.train().apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+    train_with_fixed_batch_norm(reference)
     batched.training = True
     images = _images([(100, 130), (128, 96), (64, 64)])
     parameters = [p for p in reference.parameters() if p.requires_grad]
@@ -272,28 +273,18 @@ def test_state_dicts_load_both_ways() -> None:
     assert as_torchvision(batched) is not batched and as_torchvision(reference) is reference
 
 
-def _sync_ops(model: torch.nn.Module, images: list, targets: list) -> dict[str, int]:
-    """Ops in one training step (forward and backward) that wait for the device on CUDA."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        sum(model(images, targets).values()).backward()
-    names = ("aten::nonzero", "aten::item", "aten::_local_scalar_dense", "aten::is_nonzero")
-    names += ("aten::_unique2", "aten::equal", "torchvision::nms")
-    counts = {name: 0 for name in names}
-    for event in prof.events():
-        if event.name in counts:
-            counts[event.name] += 1
-    return counts
-
-
 def test_training_step_on_the_cuda_paths_waits_only_to_see_nms_converge() -> None:
     _, batched = _pair("fasterrcnn_resnet18_fpn")
     batched.masked_pooling = batched.matrix_nms = True  # what runs on CUDA
     batched.train()
-    counts = _sync_ops(batched, _images([(100, 130), (128, 96), (64, 64)]), _targets())
+    ops = count_training_step(batched, _images([(100, 130), (128, 96), (64, 64)]), _targets())
+    counts = sync_ops(ops)
     looks = counts.pop("aten::equal")
-    assert 1 <= looks <= 6 and sum(counts.values()) == 0, counts
+    assert 1 <= looks <= 6 and not counts, counts
+    # The count sees the syncs when there are some: the CPU path's nms and pooling by level.
+    batched.masked_pooling = batched.matrix_nms = False
+    cpu_path = sync_ops(count_training_step(batched, _images([(100, 130)]), _targets()[:1]))
+    assert cpu_path.get("torchvision::nms", 0) > 0 and cpu_path.get("aten::nonzero", 0) > 0
 
 
 @pytest.mark.parametrize("one_call", [True, False])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from batch_norm import train_with_fixed_batch_norm
 from torch.nn.parallel import DistributedDataParallel
 
 from detection.models.faster_rcnn import build_model
@@ -34,10 +35,8 @@ PATHS = {
 def _model(path: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model("fasterrcnn_resnet18_fpn", 3, impl="batched", **SMALL, **PATHS[path])
-    # Batch norm in eval mode: the two ranks' statistics would otherwise differ from one pass
-    # over both batches; the gradients would not be comparable.
-    model.train().apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
-    return model
+    # The two ranks' batch statistics would differ from one pass over both batches.
+    return train_with_fixed_batch_norm(model)
 
 
 def _rank_batch(rank: int) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
