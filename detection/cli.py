@@ -62,8 +62,18 @@ def run_lightning(argv: list[str] | None) -> int:
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
             if path is not None:
                 check_ckpt_path(str(path))
-            if hasattr(LightningCLI, "_parse_ckpt_path"):
-                super()._parse_ckpt_path()
+            if not hasattr(LightningCLI, "_parse_ckpt_path"):
+                return
+            before = self.config[subcommand].get("model") if path is not None else None
+            given = before.as_dict() if before is not None else None
+            super()._parse_ckpt_path()
+            if given is not None:
+                used = self.config[subcommand].model.as_dict()
+                kept, notes = checkpoint_settings(given, used, str(path))
+                for key, value in kept.items():
+                    self.config[f"{subcommand}.model.{key}"] = value
+                for line in notes:
+                    print(line, file=sys.stderr)
 
         before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
@@ -109,6 +119,41 @@ def check_ckpt_path(path: str, module: Any = None, *, training: bool = False) ->
             f"{path}: trained as {ours[0]} on classes {ours[1]}, but this run builds "
             f"{theirs[0]} on classes {theirs[1]}"
         )
+
+
+def checkpoint_settings(
+    given: dict[str, Any], used: dict[str, Any], path: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Settle the model settings of a run from a checkpoint (--ckpt_path).
+
+    Lightning rebuilds the model with the checkpoint's hyper-parameters, whatever the config file
+    or command line say. Of the settings the user gave (those not at their default), the
+    evaluation ones win back (they shape reports, not weights): returned as {key: value}. The
+    others stay the checkpoint's, each with a one-line note instead of silence.
+    """
+    import inspect
+
+    from detection.lightning_module import EVALUATION_SETTINGS, DetectionModule
+
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(DetectionModule.__init__).parameters.items()
+    }
+    changed = [
+        key
+        for key, value in given.items()
+        if key in used
+        and value != used[key]
+        and value != defaults.get(key, inspect.Parameter.empty)
+    ]
+    kept = {key: given[key] for key in changed if key in EVALUATION_SETTINGS}
+    notes = [
+        f"note: --model.{key} {given[key]!r} is ignored: {path} was trained with {used[key]!r}, "
+        "and Lightning rebuilds the model with it"
+        for key in changed
+        if key not in kept
+    ]
+    return kept, notes
 
 
 def one_line(err: BaseException) -> str:

@@ -67,6 +67,17 @@ def check_hyperparameters(values: Mapping[str, Any]) -> None:
                 raise InvalidInputError(None, f"must be {rule}, got {number!r}", field=name)
 
 
+# Settings that shape evaluation reports, not weights or training state: a run from a checkpoint
+# (--ckpt_path) takes them from the command line rather than from the checkpoint.
+EVALUATION_SETTINGS = (
+    "eval_backend",
+    "area_ranges",
+    "iou_threshold",
+    "score_threshold",
+    "target_recall",
+)
+
+
 class DetectionModule(L.LightningModule):
     """Faster R-CNN training, and validation and test with COCO + operating-point metrics.
 

@@ -74,7 +74,7 @@ def assert_loss_terms_on_every_logged_step(root: Path) -> None:
 
 
 def test_fit_writes_checkpoint_and_resume_continues_from_its_step(
-    tiny_data: dict[str, Path], tmp_path: Path
+    tiny_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first = tmp_path / "first"
     assert main(fit_args(tiny_data, first, "--trainer.max_steps=3")) == 0
@@ -93,8 +93,18 @@ def test_fit_writes_checkpoint_and_resume_continues_from_its_step(
 
     second = tmp_path / "second"
     resumed = fit_args(tiny_data, second, "--trainer.max_steps=5", f"--ckpt_path={last}",
-                       "--trainer.log_every_n_steps=2")  # fmt: skip
+                       "--trainer.log_every_n_steps=2", "--model.lr=0.001", "--model.score_threshold=0.3")  # fmt: skip
+    capsys.readouterr()
     assert main(resumed) == 0
+    # Lightning rebuilds the model from the checkpoint's settings: a training setting given
+    # now is noted as ignored, an evaluation setting is taken.
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: --model.lr 0.001 is ignored: {last} was trained with 0.01, "
+        "and Lightning rebuilds the model with it"
+    ]
+    saved = torch.load(next(second.rglob("last.ckpt")), weights_only=True)["hyper_parameters"]
+    assert (saved["lr"], saved["score_threshold"]) == (0.01, 0.3)
     # Steps 3 and 4 are new, 0-2 not; with log_every_n_steps 2 the logger keeps step 3 (its
     # 4th batch), and the loss terms, logged only on kept steps, are there.
     assert logged_steps(second) == [3]
