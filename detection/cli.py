@@ -60,20 +60,17 @@ def run_lightning(argv: list[str] | None) -> int:
             # Lightning >= 2.5 loads --ckpt_path here, before any hook: check the file first.
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if path is not None:
-                check_ckpt_path(str(path))
-            if not hasattr(LightningCLI, "_parse_ckpt_path"):
-                return
-            before = self.config[subcommand].get("model") if path is not None else None
-            given = before.as_dict() if before is not None else None
+            if path is None:
+                return  # Lightning's own parse has nothing to read either
+            check_ckpt_path(str(path))
+            given = self.config[subcommand].model.as_dict()
             super()._parse_ckpt_path()
-            if given is not None:
-                used = self.config[subcommand].model.as_dict()
-                kept, notes = checkpoint_settings(given, used, str(path))
-                for key, value in kept.items():
-                    self.config[f"{subcommand}.model.{key}"] = value
-                for line in notes:
-                    print(line, file=sys.stderr)
+            used = self.config[subcommand].model.as_dict()
+            kept, notes = checkpoint_settings(given, used, str(path))
+            for key, value in kept.items():
+                self.config[f"{subcommand}.model.{key}"] = value
+            for line in notes:
+                print(line, file=sys.stderr)
 
         before_fit = before_validate = before_test = before_predict = _check_ckpt_path
 
