@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # training
-    "DetectionModule": "detection.lightning_module",
+    "DetectionModule": "detection.training.module",
     "CocoDataModule": "detection.data.datamodule",
     "CocoDetection": "detection.data.coco",
     "build_transforms": "detection.data.transforms",
@@ -26,19 +26,19 @@ _EXPORTS = {
     "evaluate_coco": "detection.evaluation.coco",
     "evaluate_detections": "detection.evaluation.evaluator",
     "DetectionEvaluator": "detection.evaluation.evaluator",
-    "evaluate_checkpoint": "detection.evaluation.checkpoint_eval",
-    "Thresholds": "detection.thresholds",
+    "evaluate_checkpoint": "detection.training.checkpoint_eval",
+    "Thresholds": "detection.core.thresholds",
     # inference
     "Detector": "detection.inference.predictor",
     "Prediction": "detection.inference.predictor",
-    "InspectConfig": "detection.inference.job",
-    "run_inspect": "detection.inference.job",
+    "InspectConfig": "detection.inspect.job",
+    "run_inspect": "detection.inspect.job",
     "export_model": "detection.inference.export",
     "export_onnx": "detection.inference.export",
     "export_torchscript": "detection.inference.export",
     "load_torchscript": "detection.inference.export",
     # data tools
-    "read_image": "detection.images",
+    "read_image": "detection.core.images",
     "generate_dataset": "detection.data.synthetic",
     "lint_coco": "detection.data.lint",
     "voc_to_coco": "detection.data.formats",
@@ -47,10 +47,10 @@ _EXPORTS = {
     "coco_to_yolo": "detection.data.formats",
     "convert_deeppcb": "detection.data.deeppcb",
     # errors
-    "DetectionError": "detection.errors",
-    "InvalidInputError": "detection.errors",
-    "ImageReadError": "detection.errors",
-    "WeightsError": "detection.errors",
+    "DetectionError": "detection.core.errors",
+    "InvalidInputError": "detection.core.errors",
+    "ImageReadError": "detection.core.errors",
+    "WeightsError": "detection.core.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -69,6 +69,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from detection.core.errors import (
+        DetectionError,
+        ImageReadError,
+        InvalidInputError,
+        WeightsError,
+    )
+    from detection.core.images import read_image
+    from detection.core.thresholds import Thresholds
     from detection.data.coco import CocoDetection
     from detection.data.datamodule import CocoDataModule
     from detection.data.deeppcb import convert_deeppcb
@@ -76,20 +84,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from detection.data.lint import lint_coco
     from detection.data.synthetic import generate_dataset
     from detection.data.transforms import build_transforms
-    from detection.errors import DetectionError, ImageReadError, InvalidInputError, WeightsError
-    from detection.evaluation.checkpoint_eval import evaluate_checkpoint
     from detection.evaluation.coco import evaluate_coco
     from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
-    from detection.images import read_image
     from detection.inference.export import (
         export_model,
         export_onnx,
         export_torchscript,
         load_torchscript,
     )
-    from detection.inference.job import InspectConfig, run_inspect
     from detection.inference.predictor import Detector, Prediction
-    from detection.lightning_module import DetectionModule
+    from detection.inspect.job import InspectConfig, run_inspect
     from detection.models.checkpoint import CheckpointMeta, load_model
     from detection.models.faster_rcnn import available_models, build_model
-    from detection.thresholds import Thresholds
+    from detection.training.checkpoint_eval import evaluate_checkpoint
+    from detection.training.module import DetectionModule

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from detection.errors import DetectionError, WeightsError
+from detection.core.errors import DetectionError, WeightsError
 
 # Extra subcommands: each module exposes `main(argv: list[str]) -> int`.
 EXTRA_COMMANDS = {
@@ -29,12 +29,12 @@ def run_lightning(argv: list[str] | None) -> int:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from detection.commands.inspect import EXIT_INTERRUPTED, EXIT_USAGE
+    from detection.commands.common import EXIT_INTERRUPTED, EXIT_USAGE
     from detection.data.datamodule import CocoDataModule
-    from detection.failure_checkpoint import FailureCheckpoint
-    from detection.lightning_module import DetectionModule
-    from detection.training_logs import quiet_dependencies
-    from detection.training_setup import CHECKPOINT_DEFAULTS, trainer_arguments
+    from detection.training.failure_checkpoint import FailureCheckpoint
+    from detection.training.logs import quiet_dependencies
+    from detection.training.module import DetectionModule
+    from detection.training.trainer_setup import CHECKPOINT_DEFAULTS, trainer_arguments
 
     quiet_dependencies()
 
@@ -130,7 +130,7 @@ def checkpoint_settings(
     """
     import inspect
 
-    from detection.lightning_module import EVALUATION_SETTINGS, DetectionModule
+    from detection.training.module import EVALUATION_SETTINGS, DetectionModule
 
     defaults = {
         name: parameter.default
@@ -157,7 +157,7 @@ def one_line(err: BaseException) -> str:
     """The last line of an error: torch re-raises worker errors with the traceback as text."""
     line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     prefix, sep, rest = line.partition(": ")
-    return rest if sep and prefix.startswith("detection.errors.") else line
+    return rest if sep and prefix.startswith("detection.core.errors.") else line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,11 +31,11 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from detection.core.images import read_image, to_tensor  # noqa: E402
 from detection.data.datamodule import CocoDataModule, collate  # noqa: E402
 from detection.data.deeppcb import deeppcb_to_coco  # noqa: E402
 from detection.data.device_transforms import DEFAULT_DEVICE_TRANSFORMS  # noqa: E402
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, apply_transforms  # noqa: E402
-from detection.images import read_image, to_tensor  # noqa: E402
 
 TARGET_RATIO = 0.8
 

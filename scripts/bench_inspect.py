@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 from detection.data.synthetic import DEFAULT_CLASSES, render_image
-from detection.inference.inspect_config import usable_cores
-from detection.inference.job import InspectConfig, run_inspect
 from detection.inference.predictor import Detector, resolve_device
+from detection.inspect.config import usable_cores
+from detection.inspect.job import InspectConfig, run_inspect
 from detection.models.checkpoint import CheckpointMeta, load_model
 from detection.models.faster_rcnn import build_model
 

@@ -4,7 +4,7 @@
 
 Both paths train the same Faster R-CNN (same architecture and initial weights), with the same
 optimizer and warmup schedule (SGD momentum 0.9, weight decay 1e-4, LambdaLR from
-detection.lr_schedule), on the same batches: each builds its loader with
+detection.training.lr_schedule), on the same batches: each builds its loader with
 CocoDataModule.train_dataloader() (generated data, same seed, so the same images in the same
 order with the same augmentation) and finishes each batch with the data module's
 finish_batch (uint8 to float, device transforms), as the Trainer does. The plain loop is
@@ -73,9 +73,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from detection.data.datamodule import CocoDataModule  # noqa: E402
 from detection.data.synthetic import generate_dataset  # noqa: E402
-from detection.lightning_module import DetectionModule  # noqa: E402
-from detection.lr_schedule import lr_factor  # noqa: E402
 from detection.models.faster_rcnn import build_model  # noqa: E402
+from detection.training.lr_schedule import lr_factor  # noqa: E402
+from detection.training.module import DetectionModule  # noqa: E402
 
 PATHS = ("plain", "trainer")
 IMPLS = ("batched", "torchvision")

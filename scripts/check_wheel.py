@@ -77,7 +77,7 @@ def quick_check(bin_dir: Path, folder: Path) -> dict[str, object]:
     usage = run([str(bin_dir / "detection"), "demo", "--help"], cwd=folder)
     recipe = run([str(bin_dir / "detection"), "demo", "--print-config", "--device", "cpu"], folder)
     stage = (
-        "import json; from pathlib import Path; from detection.demo import load_recipe, make_data;"
+        "import json; from pathlib import Path; from detection.demo.pipeline import load_recipe, make_data;"
         "paths = make_data(Path('demo'), load_recipe('cpu', images=6, size=64));"
         "print(json.dumps({k: str(v.resolve()) for k, v in paths.items()}))"
     )

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torchvision
 
+from detection.core.thresholds import Thresholds
 from detection.models.checkpoint import CheckpointMeta
 from detection.models.faster_rcnn import DEFAULT_IMPL, build_model
-from detection.thresholds import Thresholds
 
 # Small proposal counts make the box head cheap: that head, not the backbone, dominates CPU time
 # on tiny images with torchvision's defaults.

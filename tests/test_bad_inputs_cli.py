@@ -25,8 +25,8 @@ from coco_files import write_image
 from square_model import build_square_model, make_meta, save_checkpoint
 
 from detection.cli import main
+from detection.core.errors import WeightsError
 from detection.data.synthetic import generate_dataset
-from detection.errors import WeightsError
 from detection.inference.predictor import Detector
 from detection.models.checkpoint import open_checkpoint
 

@@ -20,11 +20,11 @@ from bad_images import within, write_bad_files
 from PIL import Image
 from square_model import build_square_model, make_meta, save_checkpoint, square_image
 
-from detection.commands.inspect import EXIT_INPUT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from detection.commands.common import EXIT_INPUT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from detection.commands.inspect import main as inspect_main
-from detection.errors import ImageReadError, InvalidInputError
+from detection.core.errors import ImageReadError, InvalidInputError
 from detection.inference.predictor import Detector
-from detection.inference.writer import error_files, iter_records, result_files
+from detection.inspect.writer import error_files, iter_records, result_files
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 

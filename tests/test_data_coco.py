@@ -11,10 +11,10 @@ import pytest
 import torch
 from coco_files import edit_json, truncate_file, write_coco
 
+from detection.core.errors import ImageReadError, InvalidInputError
+from detection.core.images import to_float_image
 from detection.data.coco import CocoDetection, read_categories
 from detection.data.transforms import build_transforms
-from detection.errors import ImageReadError, InvalidInputError
-from detection.images import to_float_image
 
 
 def _quiet(annotation_file, image_root, **kwargs):

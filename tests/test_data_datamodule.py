@@ -9,9 +9,9 @@ import pytest
 import torch
 from coco_files import random_images, truncate_file, write_coco
 
+from detection.core.errors import ImageReadError, InvalidInputError
 from detection.data.datamodule import CocoDataModule
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS
-from detection.errors import ImageReadError, InvalidInputError
 
 SIZES = ((64, 48), (48, 64))
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 from coco_files import random_images, write_coco
 
+from detection.core.errors import InvalidInputError
 from detection.data.datamodule import CocoDataModule
 from detection.data.device_transforms import (
     DEFAULT_DEVICE_TRANSFORMS,
     RandomBrightnessContrast,
     build_device_transforms,
 )
-from detection.errors import InvalidInputError
 
 
 @pytest.mark.parametrize("by_max", [True, False])

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detection.core.errors import InvalidInputError
 from detection.data.transforms import (
     DEFAULT_TRAIN_TRANSFORMS,
     GRAY_SAFE_PIXEL_TRANSFORMS,
@@ -15,7 +16,6 @@ from detection.data.transforms import (
     build_transforms,
     keeps_gray,
 )
-from detection.errors import InvalidInputError
 
 FLIP_AND_JITTER = [
     *DEFAULT_TRAIN_TRANSFORMS,

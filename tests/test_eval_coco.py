@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detection.errors import InvalidInputError
+from detection.core.errors import InvalidInputError
 from detection.evaluation.coco import METRIC_KEYS, evaluate_coco
 
 BACKENDS = ("faster", "pycocotools")

@@ -9,7 +9,7 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from detection.errors import InvalidInputError
+from detection.core.errors import InvalidInputError
 from detection.evaluation.evaluator import DetectionEvaluator, evaluate_detections
 
 

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detection.core.thresholds import Thresholds
 from detection.evaluation.evaluator import evaluate_detections
 from detection.evaluation.inputs import load_ground_truth, load_predictions
 from detection.evaluation.matching import match_detections
 from detection.evaluation.operating_point import class_curve
-from detection.thresholds import Thresholds
 
 # Image 1: a scratch A and a dent B. Image 2: a scratch C and a crowd region of scratches D.
 # Image 3: defect-free. Image 4: a dent E.

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detection.commands.data import main as data_main
+from detection.core.errors import InvalidInputError
 from detection.data import formats
 from detection.data.synthetic import generate_dataset
-from detection.errors import InvalidInputError
 
 
 def _boxes_by_file(coco: dict) -> dict[str, list[tuple[str, list[float]]]]:

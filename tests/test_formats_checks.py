@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from detection.coco_format import LINT_RULES, validate
 from detection.commands.data import main as data_main
+from detection.core.coco_format import LINT_RULES, validate
+from detection.core.errors import InvalidInputError
 from detection.data import formats
 from detection.data.box_policy import ConversionWarning
-from detection.errors import InvalidInputError
 
 VOC = (
     "<annotation><filename>a.png</filename><size><width>40</width><height>30</height></size>"

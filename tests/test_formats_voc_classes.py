@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from detection.commands.data import main as data_main
+from detection.core.errors import InvalidInputError
 from detection.data import formats
-from detection.errors import InvalidInputError
 
 
 def _voc(root: Path, objects: dict[str, list[str]]) -> tuple[Path, Path]:

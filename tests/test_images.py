@@ -1,4 +1,4 @@
-"""detection.images: every readable file becomes RGB uint8 HxWx3 and every good array, PIL image or
+"""detection.core.images: every readable file becomes RGB uint8 HxWx3 and every good array, PIL image or
 tensor a model tensor; every bad one (FIFO, device, huge header, float 0..255, NaN...) a one-line
 error naming it. Also lint and the dataset on the same bad files."""
 
@@ -19,10 +19,8 @@ from coco_files import truncate_file, write_image
 from PIL import Image
 
 from detection.commands.data import main as data_main
-from detection.data.coco import CocoDetection
-from detection.data.lint import lint_coco
-from detection.errors import ImageReadError, InvalidInputError
-from detection.images import (
+from detection.core.errors import ImageReadError, InvalidInputError
+from detection.core.images import (
     MAX_PIXELS,
     image_size,
     image_tensor,
@@ -30,6 +28,8 @@ from detection.images import (
     to_float_image,
     to_tensor,
 )
+from detection.data.coco import CocoDetection
+from detection.data.lint import lint_coco
 
 
 def test_color_jpeg_is_rgb_uint8(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from detection.inference.batches import BatchInspector, inspected_batches
+from detection.inspect.batches import BatchInspector, inspected_batches
 
 
 class WhereDetector:

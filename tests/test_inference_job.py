@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from square_model import square_image
 
-from detection.commands.inspect import EXIT_INPUT_ERRORS, EXIT_USAGE, main
-from detection.inference.job import FAILED_DIR, InspectConfig, failed_image_name, run_inspect
+from detection.commands.common import EXIT_INPUT_ERRORS, EXIT_USAGE
+from detection.commands.inspect import main
 from detection.inference.predictor import Detector
-from detection.inference.sources import shard_items
-from detection.inference.writer import error_file, error_files, iter_records, result_files
+from detection.inspect.job import FAILED_DIR, InspectConfig, failed_image_name, run_inspect
+from detection.inspect.sources import shard_items
+from detection.inspect.writer import error_file, error_files, iter_records, result_files
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 

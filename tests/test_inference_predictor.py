@@ -13,7 +13,7 @@ from PIL import Image
 from square_model import paint_square, square_image
 from torchvision.ops import box_iou
 
-from detection.errors import ImageReadError
+from detection.core.errors import ImageReadError
 from detection.inference.predictor import Detector, Prediction
 from detection.models.checkpoint import CheckpointMeta, load_model
 

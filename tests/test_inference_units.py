@@ -13,12 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from square_model import make_meta
 
-from detection.errors import DetectionError, InvalidInputError, WeightsError
+from detection.core.errors import DetectionError, InvalidInputError, WeightsError
+from detection.core.thresholds import DECISION_DEFAULT, Thresholds
 from detection.inference.draw import draw_boxes
 from detection.inference.predictor import resolve_precision
-from detection.inference.sources import discover_inputs, shard_items
 from detection.inference.tiling import merge_detections, tile_windows
-from detection.inference.writer import (
+from detection.inspect.sources import discover_inputs, shard_items
+from detection.inspect.writer import (
     JsonlAppender,
     RankLock,
     ShardedJsonlWriter,
@@ -26,7 +27,6 @@ from detection.inference.writer import (
     repair_tail,
 )
 from detection.models.checkpoint import FORMAT_VERSION, CheckpointMeta
-from detection.thresholds import DECISION_DEFAULT, Thresholds
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 

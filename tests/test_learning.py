@@ -9,8 +9,8 @@ import pytest
 
 from detection.data.datamodule import CocoDataModule
 from detection.data.synthetic import generate_dataset
-from detection.evaluation.checkpoint_eval import evaluate_checkpoint
-from detection.lightning_module import DetectionModule
+from detection.training.checkpoint_eval import evaluate_checkpoint
+from detection.training.module import DetectionModule
 
 
 @pytest.mark.slow

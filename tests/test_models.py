@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision.models._api as tv_api
 
-from detection.errors import WeightsError
+from detection.core.errors import WeightsError
 from detection.models.faster_rcnn import available_models, build_model
 
 SMALL = {"min_size": 64, "max_size": 64}

@@ -14,10 +14,10 @@ import pytest
 from square_model import square_image
 from test_inference_job import all_records, make_folder
 
+from detection.commands.common import EXIT_INPUT_ERRORS
 from detection.commands.export import main as export_main
-from detection.commands.inspect import EXIT_INPUT_ERRORS
 from detection.commands.inspect import main as inspect_main
-from detection.errors import DetectionError
+from detection.core.errors import DetectionError
 from detection.inference.onnx_model import OnnxModel
 from detection.inference.predictor import Detector, Prediction
 from detection.models.checkpoint import load_model

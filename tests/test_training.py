@@ -14,9 +14,9 @@ import torch
 from detection.cli import main
 from detection.data.datamodule import CocoDataModule
 from detection.evaluation.coco import METRIC_KEYS
-from detection.lightning_module import DetectionModule, NonFiniteLossError
-from detection.lr_schedule import lr_factor
 from detection.models.checkpoint import load_model, read_checkpoint
+from detection.training.lr_schedule import lr_factor
+from detection.training.module import DetectionModule, NonFiniteLossError
 
 TINY_MODEL = {
     "model_name": "fasterrcnn_resnet18_fpn",

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detection.errors import InvalidInputError
+from detection.core.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from detection.data.lint import LintResult
@@ -146,8 +146,8 @@ def _printed_warnings() -> Iterator[None]:
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from detection.core.images import MAX_PIXELS
     from detection.data.lint import KINDS, lint_coco
-    from detection.images import MAX_PIXELS
 
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels or None
     result = lint_coco(

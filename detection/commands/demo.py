@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from detection.thresholds import add_threshold_argument
+from detection.core.thresholds import add_threshold_argument
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "cuda"],
         default="auto",
         help="auto: CUDA when visible; picks the recipe demo_cpu.yaml or demo_gpu.yaml (packaged "
-        "in detection/recipes/; configs/ in the repository links to them)",
+        "in detection/demo/recipes/; configs/ in the repository links to them)",
     )
     parser.add_argument(
         "--config", type=Path, help="another recipe (e.g. an edited copy of configs/demo_cpu.yaml)"
@@ -78,7 +78,7 @@ def _headline(figures: dict, out: Path) -> str:
 def main(argv: list[str]) -> int:
     """Run `detection demo`; errors reach the CLI as DetectionError (one line, exit 2)."""
     args = build_parser().parse_args(argv)
-    from detection.demo import load_recipe, run_demo
+    from detection.demo.pipeline import load_recipe, run_demo
     from detection.inference.predictor import resolve_device
 
     device = resolve_device(args.device).type

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from detection.coco_format import read_json
-from detection.errors import DetectionError, InvalidInputError
+from detection.core.coco_format import read_json
+from detection.core.errors import DetectionError, InvalidInputError
+from detection.core.thresholds import DECISION_DEFAULT, Thresholds, add_threshold_argument
 from detection.evaluation.coco import BACKENDS
 from detection.evaluation.evaluator import evaluate_detections
 from detection.evaluation.plots import save_plots
 from detection.evaluation.report import print_report, write_metrics_json
-from detection.thresholds import DECISION_DEFAULT, Thresholds, add_threshold_argument
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detection.commands.inspect import EXIT_USAGE, CommandParser, add_threshold_arguments
-from detection.errors import DetectionError
+from detection.commands.common import EXIT_USAGE, CommandParser, add_threshold_arguments
+from detection.core.errors import DetectionError
+from detection.core.thresholds import Thresholds
 from detection.inference.export import export_model
-from detection.thresholds import Thresholds
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
-from detection.errors import DetectionError
-from detection.inference.job import InspectConfig, run_inspect
+from detection.commands.common import (
+    EXIT_INPUT_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandParser,
+    add_threshold_arguments,
+)
+from detection.core.errors import DetectionError
+from detection.core.interrupt import sigterm_as_interrupt
 from detection.inference.predictor import PRECISIONS
-from detection.interrupt import sigterm_as_interrupt
-from detection.thresholds import REPORT_DEFAULT, add_threshold_argument
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad arguments, checkpoint or output folder: nothing was inspected
-EXIT_INPUT_ERRORS = 3  # the job finished, but some inputs could not be read (see errors.jsonl)
-EXIT_INTERRUPTED = 130
+from detection.inspect.job import InspectConfig, run_inspect
 
 EPILOG = """\
 exit status:
@@ -37,25 +38,6 @@ Detections with score >= --report-threshold are listed; those >= their class thr
 "fail": true and fail the image. A job that is killed resumes where it stopped when the same
 command is run again; each image ends up in the output exactly once.
 """
-
-
-class CommandParser(argparse.ArgumentParser):
-    """argparse with a one-line error message."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
-    """--threshold and --report-threshold, shared with `detection export`."""
-    add_threshold_argument(parser, "default: the checkpoint's calibrated thresholds")
-    parser.add_argument(
-        "--report-threshold",
-        type=float,
-        default=REPORT_DEFAULT,
-        help=f"lowest score written to the results (default {REPORT_DEFAULT})",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from detection.coco_format import box_problem, outside_image, outside_message
-from detection.errors import InvalidInputError
+from detection.core.coco_format import box_problem, outside_image, outside_message
+from detection.core.errors import InvalidInputError
 
 BOX_POLICIES = ("clip", "reject")
 

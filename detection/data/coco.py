@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detection.coco_format import raise_first, read_coco, read_json, record_name, validate
+from detection.core.coco_format import raise_first, read_coco, read_json, record_name, validate
+from detection.core.errors import ImageReadError, InvalidInputError
+from detection.core.images import MAX_PIXELS, image_size, read_image, to_tensor
 from detection.data.transforms import apply_transforms, keeps_gray
-from detection.errors import ImageReadError, InvalidInputError
-from detection.images import MAX_PIXELS, image_size, read_image, to_tensor
 
 Transform = Callable[..., dict[str, Any]]
 

@@ -15,14 +15,14 @@ import torch.distributed as dist
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, get_worker_info
 
-from detection.coco_format import read_coco
+from detection.core.coco_format import read_coco
+from detection.core.errors import InvalidInputError
+from detection.core.images import MAX_PIXELS, to_float_image
 from detection.data.coco import CocoDetection, read_categories
 from detection.data.device_transforms import DEFAULT_DEVICE_TRANSFORMS, build_device_transforms
 from detection.data.image_check import check_images
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
-from detection.errors import InvalidInputError
-from detection.images import MAX_PIXELS, to_float_image
 
 SPLITS = ("train", "val", "test", "predict")
 

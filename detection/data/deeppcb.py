@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from detection.core.errors import ImageReadError, InvalidInputError
 from detection.data.box_policy import BoxPolicy
 from detection.data.formats import (
     Coco,
@@ -16,7 +17,6 @@ from detection.data.formats import (
     read_text,
     save_coco,
 )
-from detection.errors import ImageReadError, InvalidInputError
 
 DEEPPCB_CLASSES = ("open", "short", "mousebite", "spur", "copper", "pin-hole")
 DEEPPCB_SIZE = 640

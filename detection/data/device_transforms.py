@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from detection.core.errors import InvalidInputError
 from detection.data.transforms import did_you_mean, spec_entries, split_entry
-from detection.errors import InvalidInputError
 
 DEFAULT_DEVICE_TRANSFORMS: list[dict[str, Any]] = [
     {"name": "RandomBrightnessContrast", "brightness_limit": 0.2, "contrast_limit": 0.2, "p": 0.5},

@@ -24,10 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from detection.coco_format import CONVERTER_RULES, raise_first, read_coco, record_name, validate
+from detection.core.coco_format import (
+    CONVERTER_RULES,
+    raise_first,
+    read_coco,
+    record_name,
+    validate,
+)
+from detection.core.errors import InvalidInputError
+from detection.core.images import IMAGE_EXTENSIONS, image_size
 from detection.data.box_policy import BoxPolicy, warn_unmatched
-from detection.errors import InvalidInputError
-from detection.images import IMAGE_EXTENSIONS, image_size
 
 Coco = dict[str, Any]
 

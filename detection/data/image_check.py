@@ -14,9 +14,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 
+from detection.core.errors import ImageReadError, InvalidInputError
+from detection.core.images import image_size
 from detection.data.coco import CocoDetection
-from detection.errors import ImageReadError, InvalidInputError
-from detection.images import image_size
 
 CHUNK = 256  # images per task: a future per image costs more than reading its header
 PROGRESS_FROM = 2000  # splits this large print a progress line every PROGRESS_SECONDS

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detection.coco_format import (
+from detection.core.coco_format import (
     ERROR,
     KINDS,
     LINT_RULES,
@@ -18,8 +18,8 @@ from detection.coco_format import (
     read_json,
     validate,
 )
-from detection.errors import InvalidInputError
-from detection.images import MAX_PIXELS, image_size, read_image
+from detection.core.errors import InvalidInputError
+from detection.core.images import MAX_PIXELS, image_size, read_image
 
 __all__ = ["ERROR", "KINDS", "WARNING", "Finding", "LintResult", "lint_coco"]
 

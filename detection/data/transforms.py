@@ -11,7 +11,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
-from detection.errors import InvalidInputError
+from detection.core.errors import InvalidInputError
 
 # Cheap per-image work only: the data workers should cost little more than decoding.
 # Brightness/contrast jitter runs on the device instead (DEFAULT_DEVICE_TRANSFORMS in

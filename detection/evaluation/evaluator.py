@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-from detection.errors import InvalidInputError
+from detection.core.errors import InvalidInputError
+from detection.core.thresholds import DECISION_DEFAULT, Thresholds, ThresholdsLike
 from detection.evaluation.coco import (
     check_area_ranges,
     check_backend,
@@ -27,7 +28,6 @@ from detection.evaluation.inputs import (
 )
 from detection.evaluation.matching import match_detections
 from detection.evaluation.operating_point import ClassCurve, calibrate, compute_operating_point
-from detection.thresholds import DECISION_DEFAULT, Thresholds, ThresholdsLike
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from detection.coco_format import (
+from detection.core.coco_format import (
     EVALUATION_RULES,
     box_problem,
     is_int,
@@ -19,7 +19,7 @@ from detection.coco_format import (
     read_json,
     validate,
 )
-from detection.errors import InvalidInputError
+from detection.core.errors import InvalidInputError
 
 PREDICTION_FIELDS = ("image_id", "category_id", "bbox", "score")
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detection.core.thresholds import Thresholds
 from detection.evaluation.inputs import GroundTruth
 from detection.evaluation.matching import Matches
-from detection.thresholds import Thresholds
 
 # Recall is a ratio of small integers; allow for the rounding of the target itself.
 _RECALL_EPS = 1e-12

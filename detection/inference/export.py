@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
+from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike
 from detection.inference.onnx_model import INPUT_NAME, OUTPUT_NAMES, is_onnx, require
 from detection.inference.predictor import Detector
 from detection.models.faster_rcnn import as_torchvision
-from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
 EXTRA_FILE = "detection.json"
 ONNX_OPSET = 17

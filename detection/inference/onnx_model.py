@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from detection.errors import DetectionError, WeightsError
+from detection.core.errors import DetectionError, WeightsError
 from detection.models.checkpoint import CheckpointMeta, read_checkpoint
 
 ONNX_EXTRA = 'pip install "detection[onnx]"'

@@ -23,18 +23,18 @@ import torch
 from PIL import Image
 from torchvision.models.detection import FasterRCNN
 
-from detection.errors import DetectionError
-from detection.images import (
+from detection.core.errors import DetectionError
+from detection.core.images import (
     MAX_PIXELS,
     ImageInput,
     check_image_tensor,
     image_tensor,
     to_float_image,
 )
+from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike
 from detection.inference.onnx_model import is_onnx, load_onnx
 from detection.inference.tiling import merge_detections, tile_windows
 from detection.models.checkpoint import CheckpointMeta, load_model
-from detection.thresholds import REPORT_DEFAULT, ThresholdsLike
 
 PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed")
 

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torchvision.models.detection import FasterRCNN
 
-from detection.errors import WeightsError, first_line
+from detection.core.errors import WeightsError, first_line
+from detection.core.thresholds import Thresholds
 from detection.models.faster_rcnn import build_model, safe_torch_load
-from detection.thresholds import Thresholds
 
 CHECKPOINT_KEY = "detection"
 FORMAT_VERSION = 1

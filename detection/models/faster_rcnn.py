@@ -24,7 +24,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
-from detection.errors import WeightsError, first_line
+from detection.core.errors import WeightsError, first_line
 from detection.models.batched import BatchedFasterRCNN
 
 log = logging.getLogger(__name__)

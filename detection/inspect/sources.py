@@ -8,8 +8,8 @@ import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from detection.errors import InvalidInputError
-from detection.images import IMAGE_EXTENSIONS
+from detection.core.errors import InvalidInputError
+from detection.core.images import IMAGE_EXTENSIONS
 
 # A file with one of these suffixes given as --input is read as a list of image paths.
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detection.inference.batches import BatchInspector, InspectedBatch, inspected_batches
-from detection.inference.inspect_config import InspectConfig
 from detection.inference.predictor import Detector
-from detection.inference.sources import shard_items
-from detection.inference.writer import (
+from detection.inspect.batches import BatchInspector, InspectedBatch, inspected_batches
+from detection.inspect.config import InspectConfig
+from detection.inspect.sources import shard_items
+from detection.inspect.writer import (
     RESULTS_DIR,
     JsonlAppender,
     RankLock,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from detection.errors import DetectionError
+from detection.core.errors import DetectionError
 
 
 def temporary_path(path: Path) -> Path:

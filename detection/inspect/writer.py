@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from detection.errors import DetectionError
+from detection.core.errors import DetectionError
 
 RESULTS_DIR = "results"
 _SHARD_RE = re.compile(r"part-(\d+)-(\d+)\.jsonl$")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from detection.errors import InvalidInputError
+from detection.core.errors import InvalidInputError
 
 ERROR = "error"
 WARNING = "warning"

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from detection.demo_recipe import describe_training
+from detection.demo.recipe import describe_training
 
 
 class Timings:
@@ -64,7 +64,7 @@ def draw_examples(
     count: int,
 ) -> list[Path]:
     """Side-by-side PNGs of a few test images: ground truth left, failing detections right."""
-    from detection.images import read_image
+    from detection.core.images import read_image
     from detection.inference.draw import draw_boxes, save_image
 
     gt = json.loads(gt_path.read_text())

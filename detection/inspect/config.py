@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from detection.images import MAX_PIXELS
+from detection.core.images import MAX_PIXELS
+from detection.core.thresholds import REPORT_DEFAULT, Thresholds, ThresholdsLike
 from detection.inference.predictor import Detector
-from detection.thresholds import REPORT_DEFAULT, Thresholds, ThresholdsLike
 
 # Marks the fields that are keyword arguments of Detector.from_checkpoint.
 DETECTOR = {"detector": True}

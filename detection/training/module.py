@@ -12,12 +12,12 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from detection.errors import DetectionError, InvalidInputError
-from detection.images import to_float_image
-from detection.lr_schedule import lr_factor
+from detection.core.errors import DetectionError, InvalidInputError
+from detection.core.images import to_float_image
+from detection.core.thresholds import DECISION_DEFAULT, Thresholds
 from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
 from detection.models.faster_rcnn import DEFAULT_IMPL, build_model
-from detection.thresholds import DECISION_DEFAULT, Thresholds
+from detection.training.lr_schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class DetectionModule(L.LightningModule):
         )
 
     def _evaluation_step(self, batch: Batch) -> None:
-        from detection.evaluation.checkpoint_eval import process_batch
+        from detection.training.checkpoint_eval import process_batch
 
         images, targets = batch
         process_batch(

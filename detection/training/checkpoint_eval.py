@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from detection.coco_format import output_results
+from detection.core.coco_format import output_results
+from detection.core.thresholds import ThresholdsLike
 from detection.evaluation.evaluator import DetectionEvaluator, Evaluation
 from detection.models.checkpoint import load_model
-from detection.thresholds import ThresholdsLike
 
 
 def process_batch(

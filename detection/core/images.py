@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detection.errors import ImageReadError, InvalidInputError
+from detection.core.errors import ImageReadError, InvalidInputError
 
 # Extensions OpenCV decodes; compared lower-case.
 IMAGE_EXTENSIONS = frozenset(

@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from detection.errors import DetectionError
-from detection.inference.batches import check_model_runs, failed_image_name
-from detection.inference.inspect_config import InspectConfig
-from detection.inference.job_outputs import JOB_FILE, summarize_job
-from detection.inference.launcher import run_spawned
+from detection.core.errors import DetectionError
+from detection.core.run_folder import claim_folder
 from detection.inference.onnx_model import read_meta
 from detection.inference.predictor import Detector
-from detection.inference.rank import FAILED_DIR, run_rank
-from detection.inference.sources import discover_inputs
-from detection.run_folder import claim_folder
+from detection.inspect.batches import check_model_runs, failed_image_name
+from detection.inspect.config import InspectConfig
+from detection.inspect.launcher import run_spawned
+from detection.inspect.outputs import JOB_FILE, summarize_job
+from detection.inspect.rank import FAILED_DIR, run_rank
+from detection.inspect.sources import discover_inputs
 
 __all__ = ["FAILED_DIR", "InspectConfig", "failed_image_name", "run_inspect"]
 

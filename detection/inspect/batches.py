@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detection.errors import DetectionError
-from detection.images import read_image, to_tensor
+from detection.core.errors import DetectionError
+from detection.core.images import read_image, to_tensor
 from detection.inference.draw import draw_prediction, save_image
 from detection.inference.predictor import Detector, Prediction
 

@@ -8,11 +8,11 @@ from dataclasses import asdict
 
 import torch
 
-from detection.errors import DetectionError
-from detection.inference.batches import check_model_runs
-from detection.inference.inspect_config import InspectConfig, usable_cores
+from detection.core.errors import DetectionError
 from detection.inference.predictor import resolve_device
-from detection.inference.rank import RankStats, run_rank
+from detection.inspect.batches import check_model_runs
+from detection.inspect.config import InspectConfig, usable_cores
+from detection.inspect.rank import RankStats, run_rank
 
 
 def _rank_process(

@@ -6,8 +6,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import LearningRateMonitor
 
-from detection.failure_checkpoint import FailureCheckpoint
-from detection.training_logs import PRCurveImages, default_logger
+from detection.training.failure_checkpoint import FailureCheckpoint
+from detection.training.logs import PRCurveImages, default_logger
 
 # ModelCheckpoint of every run (`--checkpoint.*` in the CLI): the best by val/mAP, and the last.
 CHECKPOINT_DEFAULTS = {

@@ -8,11 +8,11 @@ from typing import Any
 
 import yaml
 
-from detection.errors import DetectionError
-from detection.thresholds import Thresholds
+from detection.core.errors import DetectionError
+from detection.core.thresholds import Thresholds
 
 # Packaged with the code (configs/demo_*.yaml link here, for users to copy and edit).
-RECIPE_DIR = resources.files("detection") / "recipes"
+RECIPE_DIR = resources.files("detection.demo") / "recipes"
 RECIPES = {"cpu": "demo_cpu.yaml", "cuda": "demo_gpu.yaml"}
 SECTIONS = ("seed", "synthetic", "model", "data", "trainer", "inspect", "report")
 

@@ -14,11 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from detection.coco_format import results
-from detection.inference.inspect_config import InspectConfig
-from detection.inference.rank import RankStats
-from detection.inference.writer import iter_errors, iter_results
-from detection.run_folder import temporary_path, write_atomic
+from detection.core.coco_format import results
+from detection.core.run_folder import temporary_path, write_atomic
+from detection.inspect.config import InspectConfig
+from detection.inspect.rank import RankStats
+from detection.inspect.writer import iter_errors, iter_results
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"

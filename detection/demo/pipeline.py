@@ -18,10 +18,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from detection.demo_recipe import describe_training, load_recipe
-from detection.demo_report import Timings, draw_examples, key_figures, write_summary
-from detection.errors import DetectionError
-from detection.run_folder import claim_folder
+from detection.core.errors import DetectionError
+from detection.core.run_folder import claim_folder
+from detection.demo.recipe import describe_training, load_recipe
+from detection.demo.report import Timings, draw_examples, key_figures, write_summary
 
 __all__ = ["load_recipe", "make_data", "run_demo"]
 
@@ -48,10 +48,10 @@ def train(out: Path, recipe: dict[str, Any], data: dict[str, Path], progress: bo
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from detection.data.datamodule import CocoDataModule
-    from detection.failure_checkpoint import FailureCheckpoint
-    from detection.lightning_module import DetectionModule
-    from detection.training_logs import quiet_dependencies, training_loggers
-    from detection.training_setup import CHECKPOINT_DEFAULTS, trainer_arguments
+    from detection.training.failure_checkpoint import FailureCheckpoint
+    from detection.training.logs import quiet_dependencies, training_loggers
+    from detection.training.module import DetectionModule
+    from detection.training.trainer_setup import CHECKPOINT_DEFAULTS, trainer_arguments
 
     checkpoints = out / "checkpoints"
     images = out / "data" / "images"
@@ -120,10 +120,10 @@ def run_demo(
 
     Returns the key figures (also in OUT/report/summary.json).
     """
-    from detection.evaluation.checkpoint_eval import evaluate_checkpoint
     from detection.evaluation.plots import save_plots
     from detection.evaluation.report import write_metrics_json
-    from detection.inference.job import InspectConfig, run_inspect
+    from detection.inspect.job import InspectConfig, run_inspect
+    from detection.training.checkpoint_eval import evaluate_checkpoint
 
     out = Path(out_dir)
     advice = "use another --out or delete that folder"
