@@ -36,4 +36,4 @@ def test_configs_link_to_the_packaged_recipes() -> None:
     # One copy of each recipe: configs/ (for users to copy) points into the package.
     for name in ("demo_cpu.yaml", "demo_gpu.yaml"):
         link = REPO / "configs" / name
-        assert link.resolve() == (REPO / "detection" / "recipes" / name).resolve()
+        assert link.resolve() == (REPO / "detection" / "demo" / "recipes" / name).resolve()
