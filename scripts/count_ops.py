@@ -9,8 +9,8 @@ item / _local_scalar_dense, is_nonzero, unique, equal, and torchvision's nms (it
 only known on the device). Ops per extra image = (ops at the larger batch - ops at the smaller) /
 (difference in images): the per-image Python loops show there.
 
-The batched model is counted as it runs on CUDA (masked_pooling and matrix_nms on); on a CPU it
-pools level by level (one nonzero per FPN level) and runs torchvision's nms per image and
+The batched model is counted as it runs on CUDA (pool_every_level and fixpoint_nms on); on a
+CPU it pools level by level (one nonzero per FPN level) and runs torchvision's nms per image and
 level; a CPU does not wait on a device.
 """
 
@@ -49,7 +49,7 @@ def measure(args: argparse.Namespace, impl: str, count: int) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model(args.model, 3, impl=impl, min_size=args.size, max_size=args.size)
     if impl == "batched":
-        model.masked_pooling = model.matrix_nms = True
+        model.pool_every_level = model.fixpoint_nms = True
     model.train()
     images, targets = batch(args.size, count, seed=1)
     count_training_step(model, images, targets)  # warm-up: first calls initialise lazily

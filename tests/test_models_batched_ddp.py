@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from batch_norm import train_with_fixed_batch_norm
 from torch.nn.parallel import DistributedDataParallel
 
+from detection.models.batched import BatchedFasterRCNN
 from detection.models.faster_rcnn import build_model
 
 SMALL = {
@@ -24,17 +25,18 @@ SMALL = {
     "rpn_batch_size_per_image": 10**6,
     "box_batch_size_per_image": 10**6,
 }
-# Both ways the batched model can run: the CPU path, and the CUDA path (masked RoI pooling and
-# matrix NMS) forced on.
+# Both ways the batched model can run: the CPU path, and the CUDA path (RoI pooling on every
+# level and fixpoint NMS) forced on.
 PATHS = {
-    "cpu_path": {"masked_pooling": False, "matrix_nms": False},
-    "cuda_path": {"masked_pooling": True, "matrix_nms": True},
+    "cpu_path": {"pool_every_level": False, "fixpoint_nms": False},
+    "cuda_path": {"pool_every_level": True, "fixpoint_nms": True},
 }
 
 
 def _model(path: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model("fasterrcnn_resnet18_fpn", 3, impl="batched", **SMALL, **PATHS[path])
+    reference = build_model("fasterrcnn_resnet18_fpn", 3, impl="torchvision", **SMALL)
+    model = BatchedFasterRCNN(reference, **PATHS[path])
     # The two ranks' batch statistics would differ from one pass over both batches.
     return train_with_fixed_batch_norm(model)
 

@@ -6,6 +6,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# torchvision's bare constants, named where they are used here:
+# smooth L1's beta in both box losses (`RegionProposalNetwork.compute_loss`, `fastrcnn_loss`);
+SMOOTH_L1_BETA = 1 / 9
+# the smallest detection side (`RoIHeads.postprocess_detections`: `remove_small_boxes(boxes,
+# min_size=1e-2)`);
+MIN_DETECTION_SIDE = 1e-2
+# the FPN level mapper's epsilon (`poolers.LevelMapper`, eps=1e-6).
+LEVEL_MAPPER_EPS = 1e-6
+
+
+def gather_boxes(boxes: Tensor, index: Tensor) -> Tensor:
+    """Rows `index` (B, K) of per-image boxes (B, N, 4): (B, K, 4)."""
+    return boxes.gather(1, index[..., None].expand(-1, -1, 4))  # [B, K, 4]
+
 
 def box_area(boxes: Tensor) -> Tensor:
     """Areas of xyxy boxes of any leading shape."""
@@ -13,7 +27,7 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of (B, M, 4) against (B, N, 4) or (N, 4) boxes: (B, M, N)."""
+    """IoU of (B, M, 4) against (B, N, 4) or (N, 4) boxes: (B, M, N). torchvision: `box_iou`."""
     if boxes2.dim() == 2:
         boxes2 = boxes2[None]
     area1 = box_area(boxes1)
@@ -29,7 +43,10 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 def encode(
     reference: Tensor, proposals: Tensor, weights: tuple[float, float, float, float]
 ) -> Tensor:
-    """Regression targets of `reference` boxes relative to `proposals` (broadcasting shapes)."""
+    """Regression targets of `reference` boxes relative to `proposals` (broadcasting shapes).
+
+    torchvision: `BoxCoder.encode_single`.
+    """
     wx, wy, ww, wh = weights
     ex_widths = proposals[..., 2] - proposals[..., 0]
     ex_heights = proposals[..., 3] - proposals[..., 1]
@@ -49,20 +66,23 @@ def encode(
 
 
 def decode(
-    codes: Tensor, boxes: Tensor, weights: tuple[float, float, float, float], clip: float
+    deltas: Tensor, boxes: Tensor, weights: tuple[float, float, float, float], clip: float
 ) -> Tensor:
-    """Boxes from regression `codes` (..., 4) relative to broadcastable reference `boxes`."""
-    boxes = boxes.to(codes.dtype)
+    """Boxes from regression `deltas` (..., 4) relative to broadcastable reference `boxes`.
+
+    torchvision: `BoxCoder.decode_single`.
+    """
+    boxes = boxes.to(deltas.dtype)
     widths = boxes[..., 2] - boxes[..., 0]
     heights = boxes[..., 3] - boxes[..., 1]
     ctr_x = boxes[..., 0] + 0.5 * widths
     ctr_y = boxes[..., 1] + 0.5 * heights
 
     wx, wy, ww, wh = weights
-    dx = codes[..., 0] / wx
-    dy = codes[..., 1] / wy
-    dw = torch.clamp(codes[..., 2] / ww, max=clip)
-    dh = torch.clamp(codes[..., 3] / wh, max=clip)
+    dx = deltas[..., 0] / wx
+    dy = deltas[..., 1] / wy
+    dw = torch.clamp(deltas[..., 2] / ww, max=clip)
+    dh = torch.clamp(deltas[..., 3] / wh, max=clip)
 
     pred_ctr_x = dx * widths + ctr_x
     pred_ctr_y = dy * heights + ctr_y
@@ -74,7 +94,10 @@ def decode(
 
 
 def clip_to_images(boxes: Tensor, sizes: Tensor) -> Tensor:
-    """Clip (B, ..., 4) boxes to each image's (height, width) in `sizes` (B, 2)."""
+    """Clip (B, ..., 4) boxes to each image's (height, width) in `sizes` (B, 2).
+
+    torchvision: `box_ops.clip_boxes_to_image`.
+    """
     shape = (sizes.shape[0],) + (1,) * (boxes.dim() - 2)
     height = sizes[:, 0].to(boxes.dtype).view(shape)
     width = sizes[:, 1].to(boxes.dtype).view(shape)

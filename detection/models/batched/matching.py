@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from detection.models.batched.ranking import topk_stable
+
 BELOW_LOW_THRESHOLD = -1
 BETWEEN_THRESHOLDS = -2
 
@@ -18,11 +20,13 @@ def match(
 ) -> Tensor:
     """Index of the matched ground truth per candidate (B, N), or -1 (below low) / -2 (between).
 
-    `iou` is (B, G, N). Padded ground truth never matches; an image without any ground truth
-    leaves every candidate below the low threshold, as torchvision treats a background image.
+    torchvision: `Matcher.__call__`. `iou` is (B, G, N). Padded ground truth never matches; an
+    image without any ground truth leaves every candidate below the low threshold, as
+    torchvision treats a background image.
     """
-    iou = torch.where(gt_valid[:, :, None], iou, torch.full_like(iou, -1.0))
-    matched_vals, matches = iou.max(dim=1)
+    # batching: padded ground truth never matches.
+    iou = torch.where(gt_valid[:, :, None], iou, torch.full_like(iou, -1.0))  # [B, G, N]
+    matched_vals, matches = iou.max(dim=1)  # [B, N]
     all_matches = matches
     below = matched_vals < low
     between = (matched_vals >= low) & (matched_vals < high)
@@ -44,7 +48,8 @@ def sample_balanced(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Pick candidates per image: (indices (B, S), positive (B, S), valid (B, S)).
 
-    `labels` (B, N): >= 1 positive, 0 negative, -1 ignored. As torchvision: at most
+    torchvision: `BalancedPositiveNegativeSampler.__call__`. `labels` (B, N): >= 1 positive,
+    0 negative, -1 ignored. As torchvision: at most
     `int(batch_size_per_image * positive_fraction)` positives chosen at random, then negatives
     fill the rest of `batch_size_per_image`. Positives come first in each row; slots beyond what
     an image can fill are invalid. Random keys + top-k replace torchvision's per-image randperm.
@@ -54,8 +59,10 @@ def sample_balanced(
     max_positives = min(int(batch_size_per_image * positive_fraction), count)
     keys = torch.rand(labels.shape, device=labels.device, generator=generator)
     ignored = torch.full_like(keys, -1.0)
-    positive_keys, positive_idx = torch.where(labels >= 1, keys, ignored).topk(max_positives, dim=1)
-    negative_keys, negative_idx = torch.where(labels == 0, keys, ignored).topk(slots, dim=1)
+    positive_keys, positive_idx = topk_stable(
+        torch.where(labels >= 1, keys, ignored), max_positives, 1
+    )
+    negative_keys, negative_idx = topk_stable(torch.where(labels == 0, keys, ignored), slots, 1)
     num_positives = (positive_keys >= 0).sum(dim=1, keepdim=True)
 
     slot = torch.arange(slots, device=labels.device)[None]

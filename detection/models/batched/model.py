@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
@@ -9,6 +11,17 @@ from torchvision.models.detection import FasterRCNN
 from detection.models.batched.roi_heads import roi_heads_forward
 from detection.models.batched.rpn import rpn_forward
 from detection.models.batched.transform import batch_images, batch_targets, unbatch_detections
+
+# Old option names (in configs and checkpoints' `model_kwargs`) -> the names they now have.
+DEPRECATED_NAMES = {"matrix_nms": "fixpoint_nms", "masked_pooling": "pool_every_level"}
+
+
+def _warn_deprecated(old: str) -> None:
+    warnings.warn(
+        f"BatchedFasterRCNN option '{old}' is deprecated; use '{DEPRECATED_NAMES[old]}'",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 class BatchedFasterRCNN(nn.Module):
@@ -19,35 +32,49 @@ class BatchedFasterRCNN(nn.Module):
     `boxes`, `labels`, `scores`; `model(images, targets)` in training mode gives the loss dict.
 
     Options (None: decided by the device):
-    - `masked_pooling` (None: on CUDA) pools every box on every FPN level and keeps its own
+    - `pool_every_level` (None: on CUDA) pools every box on every FPN level and keeps its own
       level's result, instead of the host splitting boxes by level (4 syncs) and dropping the
       slots no image fills (1 sync);
-    - `matrix_nms` (None: on CUDA) runs the RPN's NMS as batched tensor work per image and
-      level, instead of torchvision `nms` calls (one per image and level on a CPU);
+    - `fixpoint_nms` (None: on CUDA) runs the RPN's NMS as exact greedy NMS by fixed-point
+      iteration, batched tensor work per image and level, instead of torchvision `nms` calls
+      (one per image and level on a CPU);
     - `channels_last` runs the backbone in NHWC, which tensor cores prefer;
     - `compile_backbone` compiles the backbone and FPN with torch.compile;
     - `pad_multiple` pads batches to a multiple of this many pixels instead of
       `size_divisible` (32), so that shapes repeat for compiled graphs and cuDNN's autotuner
       (detections then differ slightly from torchvision's, whose anchors cover 32 px of padding).
     `generator` (an attribute) seeds the balanced samplers.
+
+    Deprecated names, still accepted (arguments and attributes) with a DeprecationWarning:
+    `masked_pooling` (now `pool_every_level`) and `matrix_nms` (now `fixpoint_nms`: it never was
+    SOLOv2's Matrix NMS); checkpoints store them in their `model_kwargs`.
     """
 
     def __init__(
         self,
         model: FasterRCNN,
-        masked_pooling: bool | None = None,
-        matrix_nms: bool | None = None,
+        pool_every_level: bool | None = None,
+        fixpoint_nms: bool | None = None,
         channels_last: bool = False,
         compile_backbone: bool = False,
         pad_multiple: int | None = None,
+        **deprecated: bool | None,
     ) -> None:
         super().__init__()
+        for old, value in deprecated.items():
+            if old not in DEPRECATED_NAMES:
+                raise TypeError(f"BatchedFasterRCNN got an unexpected keyword argument '{old}'")
+            _warn_deprecated(old)
+            if old == "masked_pooling" and value is not None:
+                pool_every_level = value
+            if old == "matrix_nms" and value is not None:
+                fixpoint_nms = value
         self.transform = model.transform
         self.backbone = model.backbone
         self.rpn = model.rpn
         self.roi_heads = model.roi_heads
-        self.masked_pooling = masked_pooling
-        self.matrix_nms = matrix_nms
+        self.pool_every_level = pool_every_level
+        self.fixpoint_nms = fixpoint_nms
         self.channels_last = channels_last
         self.pad_multiple = pad_multiple or model.transform.size_divisible
         if channels_last:
@@ -64,6 +91,28 @@ class BatchedFasterRCNN(nn.Module):
             "pixel_mean", torch.tensor(model.transform.image_mean), persistent=False
         )
         self.register_buffer("pixel_std", torch.tensor(model.transform.image_std), persistent=False)
+
+    @property
+    def matrix_nms(self) -> bool | None:
+        """Deprecated name of `fixpoint_nms`."""
+        _warn_deprecated("matrix_nms")
+        return self.fixpoint_nms
+
+    @matrix_nms.setter
+    def matrix_nms(self, value: bool | None) -> None:
+        _warn_deprecated("matrix_nms")
+        self.fixpoint_nms = value
+
+    @property
+    def masked_pooling(self) -> bool | None:
+        """Deprecated name of `pool_every_level`."""
+        _warn_deprecated("masked_pooling")
+        return self.pool_every_level
+
+    @masked_pooling.setter
+    def masked_pooling(self, value: bool | None) -> None:
+        _warn_deprecated("masked_pooling")
+        self.pool_every_level = value
 
     def reference(self) -> FasterRCNN:
         """A torchvision FasterRCNN sharing these modules (for scripting and ONNX export)."""
@@ -88,13 +137,20 @@ class BatchedFasterRCNN(nn.Module):
         if isinstance(features, Tensor):
             features = {"0": features}
         on_gpu = batch.tensors.is_cuda
-        matrix_nms = on_gpu if self.matrix_nms is None else self.matrix_nms
-        masked = on_gpu if self.masked_pooling is None else self.masked_pooling
+        fixpoint_nms = on_gpu if self.fixpoint_nms is None else self.fixpoint_nms
+        every_level = on_gpu if self.pool_every_level is None else self.pool_every_level
         proposals, valid, rpn_losses = rpn_forward(
-            self.rpn, batch, list(features.values()), target_batch, self.generator, matrix_nms
+            self.rpn, batch, list(features.values()), target_batch, self.generator, fixpoint_nms
         )
         detections, head_losses = roi_heads_forward(
-            self.roi_heads, features, proposals, valid, batch, target_batch, masked, self.generator
+            self.roi_heads,
+            features,
+            proposals,
+            valid,
+            batch,
+            target_batch,
+            every_level,
+            self.generator,
         )
         if self.training:
             return {**head_losses, **rpn_losses}

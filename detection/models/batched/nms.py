@@ -8,6 +8,9 @@ import torch
 from torch import Tensor
 from torchvision.ops import nms
 
+from detection.models.batched.boxes import gather_boxes
+from detection.models.batched.ranking import order_stable
+
 
 def first_k_per_image(kept: Tensor, image: Tensor, num_images: int, k: int) -> Tensor:
     """The first `k` entries of `kept` per image, in their order: (num_images, k), -1 padded.
@@ -32,8 +35,10 @@ def first_k_per_image(kept: Tensor, image: Tensor, num_images: int, k: int) -> T
 def grouped_nms(
     boxes: Tensor, scores: Tensor, keys: Tensor, iou_threshold: float, one_call: bool | None = None
 ) -> Tensor:
-    """torchvision's `batched_nms`: NMS among the boxes of each key, kept indices by decreasing
+    """torchvision: `ops.batched_nms`. NMS among the boxes of each key, kept indices by decreasing
     score; no pair of boxes with different keys is compared.
+
+    Equal scores: the lower index outranks.
 
     `one_call` (None: on CUDA up to 20,000 boxes, torchvision's own limit): one `nms` over boxes
     moved apart by key (float64 offsets, exact), one sync; otherwise one `nms` per key over the
@@ -42,18 +47,23 @@ def grouped_nms(
     """
     if one_call is None:
         one_call = boxes.is_cuda and len(boxes) <= 20_000
+    # Equal scores: the lower index outranks. `nms` orders by score with its own sort, so it is
+    # given each box's rank (distinct values, same order as the scores where they differ; exact
+    # in float32 up to 2**24 boxes).
+    rank = torch.empty_like(keys, dtype=torch.float64)
+    rank[order_stable(scores)] = -torch.arange(len(scores), device=scores.device).double()
     if one_call:
         boxes = boxes.double()
         span = boxes.max().clamp(min=0) + 1 if len(boxes) else boxes.new_ones(())
-        return nms(boxes + (keys.double() * span)[:, None], scores.double(), iou_threshold)
+        return nms(boxes + (keys.double() * span)[:, None], rank, iou_threshold)
     order = torch.sort(keys, stable=True).indices
     counts = torch.unique_consecutive(keys[order], return_counts=True)[1].tolist()
     kept = [
-        segment[nms(boxes[segment], scores[segment], iou_threshold)]
+        segment[nms(boxes[segment], rank[segment].to(boxes.dtype), iou_threshold)]
         for segment in order.split(counts)
     ]
     kept = torch.cat(kept) if kept else order
-    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+    return kept[order_stable(rank[kept])]
 
 
 def batched_nms_top_k(
@@ -75,7 +85,7 @@ def batched_nms_top_k(
     groups = groups.expand(num_images, count)
     image = torch.arange(num_images, device=boxes.device)[:, None].expand(num_images, count)
     keys = (image * num_groups + groups).reshape(-1)
-    candidates = valid.reshape(-1).nonzero()[:, 0]
+    candidates = valid.reshape(-1).nonzero()[:, 0]  # batching: only valid slots, [V]
     # Autocast would run nms in float16/32, not in the boxes' own precision.
     with torch.autocast(boxes.device.type, enabled=False):
         kept = grouped_nms(
@@ -109,7 +119,7 @@ def overlaps_above(boxes: Tensor, iou_threshold: float) -> Tensor:
     return inter.div_(union.sub_(inter)) > iou_threshold
 
 
-def greedy_nms_keep(
+def fixpoint_nms_keep(
     boxes: Tensor,
     scores: Tensor,
     valid: Tensor,
@@ -129,9 +139,9 @@ def greedy_nms_keep(
     """
     groups, count = scores.shape
     ranked = torch.where(valid, scores, torch.full_like(scores, float("-inf")))
-    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+    order = order_stable(ranked, dim=1)  # ties: the lower index outranks
     # float32 like torchvision's nms under autocast: fp16 IoUs would round differently.
-    ordered = boxes.float().gather(1, order[..., None].expand(-1, -1, 4))
+    ordered = gather_boxes(boxes.float(), order)  # [G, K, 4]
     alive = valid.gather(1, order)
     # float16 sums of 0/1 only need to stay above 0; CPU matmuls want float32.
     dtype = torch.float16 if boxes.is_cuda else torch.float32

@@ -13,11 +13,15 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from detection.models.batched.boxes import (
+    LEVEL_MAPPER_EPS,
+    MIN_DETECTION_SIDE,
+    SMOOTH_L1_BETA,
     box_area,
     box_iou,
     clip_to_images,
     decode,
     encode,
+    gather_boxes,
     is_large_enough,
 )
 from detection.models.batched.matching import (
@@ -35,12 +39,12 @@ def pool(
     features: dict[str, Tensor],
     boxes: Tensor,
     image_sizes: list[tuple[int, int]],
-    masked: bool,
+    every_level: bool,
 ) -> Tensor:
     """RoIAlign of (B, S, 4) boxes on the FPN level each belongs to: (B * S, C, h, w).
 
-    Level choice and scales as torchvision's MultiScaleRoIAlign. `masked` pools every box on
-    every level and keeps its own level's result: more work, but no host sync (on a GPU that
+    torchvision: `MultiScaleRoIAlign.forward` (level choice and scales as its `LevelMapper`).
+    `every_level` pools every box on every level and keeps its own level's result: more work, but no host sync (on a GPU that
     is cheaper than waiting); otherwise each level pools only its boxes (4 host syncs).
     """
     maps = [value for name, value in features.items() if name in pooler.featmap_names]
@@ -56,7 +60,9 @@ def pool(
     sides = torch.sqrt(box_area(rois[:, 1:]))
     mapper = pooler.canonical_scale, pooler.canonical_level
     levels = torch.floor(
-        mapper[1] + torch.log2(sides / mapper[0]) + torch.tensor(1e-6, dtype=sides.dtype)
+        mapper[1]
+        + torch.log2(sides / mapper[0])
+        + torch.tensor(LEVEL_MAPPER_EPS, dtype=sides.dtype)
     )
     levels = torch.clamp(levels, min=k_min, max=k_max).to(torch.int64) - k_min
 
@@ -64,7 +70,7 @@ def pool(
     height, width = pooler.output_size
     result = maps[0].new_zeros((rois.shape[0], channels, height, width))
     for level, (feature, scale) in enumerate(zip(maps, scales, strict=True)):
-        if masked:
+        if every_level:
             pooled = roi_align(feature, rois, pooler.output_size, scale, pooler.sampling_ratio)
             here = (levels == level)[:, None, None, None]
             result = torch.where(here, pooled.to(result.dtype), result)
@@ -84,10 +90,11 @@ def sample_proposals(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Training samples: (boxes (B, S, 4), labels (B, S), regression targets, valid (B, S)).
 
-    Ground truth joins the proposals, as in torchvision; padded slots are never sampled.
+    torchvision: `RoIHeads.select_training_samples`. Ground truth joins the proposals, as in
+    torchvision; padded slots are never sampled.
     """
-    boxes = torch.cat([proposals, targets.boxes.to(proposals.dtype)], dim=1)
-    candidates = torch.cat([valid, targets.valid], dim=1)
+    boxes = torch.cat([proposals, targets.boxes.to(proposals.dtype)], dim=1)  # [B, P + G, 4]
+    candidates = torch.cat([valid, targets.valid], dim=1)  # batching: [B, P + G]
     matcher = heads.proposal_matcher
     matches = match(
         box_iou(targets.boxes, boxes),
@@ -104,8 +111,8 @@ def sample_proposals(
     idx, _, sampled = sample_balanced(
         labels, sampler.batch_size_per_image, sampler.positive_fraction, generator
     )
-    sampled_boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
-    matched_gt = targets.boxes.gather(1, matched.gather(1, idx)[..., None].expand(-1, -1, 4))
+    sampled_boxes = gather_boxes(boxes, idx)  # [B, S, 4]
+    matched_gt = gather_boxes(targets.boxes, matched.gather(1, idx))  # [B, S, 4]
     regression = encode(matched_gt, sampled_boxes, heads.box_coder.weights)
     return sampled_boxes, labels.gather(1, idx), regression, sampled
 
@@ -117,10 +124,10 @@ def box_losses(
     regression: Tensor,
     sampled: Tensor,
 ) -> dict[str, Tensor]:
-    """torchvision's fastrcnn_loss over the valid samples of the batch."""
+    """torchvision: `roi_heads.fastrcnn_loss`, over the valid samples of the batch."""
     labels, sampled = labels.reshape(-1), sampled.reshape(-1)
     regression = regression.reshape(-1, 4)
-    count = sampled.sum().clamp(min=1)
+    count = sampled.sum().clamp(min=1)  # batching: padded samples do not count
     safe_labels = labels.clamp(min=0)
     classification = F.cross_entropy(class_logits, safe_labels, reduction="none")
     classification = (classification * sampled).sum() / count
@@ -128,7 +135,7 @@ def box_losses(
     per_class = box_regression.reshape(labels.shape[0], -1, 4)
     predicted = per_class.gather(1, safe_labels[:, None, None].expand(-1, 1, 4))[:, 0]
     target = torch.where(positive[:, None], regression, predicted.detach())
-    box = F.smooth_l1_loss(predicted, target, beta=1 / 9, reduction="none").sum(dim=1)
+    box = F.smooth_l1_loss(predicted, target, beta=SMOOTH_L1_BETA, reduction="none").sum(dim=1)
     return {"loss_classifier": classification, "loss_box_reg": (box * positive).sum() / count}
 
 
@@ -140,12 +147,15 @@ def detect(
     valid: Tensor,
     batch: ImageBatch,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """torchvision's postprocess_detections for the batch: (boxes, scores, labels, valid), (B, D)."""
+    """(boxes, scores, labels, valid), each (B, D, ...), for the batch.
+
+    torchvision: `RoIHeads.postprocess_detections`.
+    """
     num_images, count = proposals.shape[:2]
     num_classes = class_logits.shape[-1]
-    codes = box_regression.reshape(num_images, count, num_classes, 4)
+    deltas = box_regression.reshape(num_images, count, num_classes, 4)  # [B, P, K, 4]
     boxes = decode(
-        codes, proposals[:, :, None, :], heads.box_coder.weights, heads.box_coder.bbox_xform_clip
+        deltas, proposals[:, :, None, :], heads.box_coder.weights, heads.box_coder.bbox_xform_clip
     )
     boxes = clip_to_images(boxes, batch.sizes)[:, :, 1:].reshape(num_images, -1, 4)
     scores = F.softmax(class_logits, -1).reshape(num_images, count, num_classes)[:, :, 1:]
@@ -154,12 +164,12 @@ def detect(
     keep = (
         valid.repeat_interleave(num_classes - 1, dim=1)
         & (scores > heads.score_thresh)
-        & is_large_enough(boxes, 1e-2)
+        & is_large_enough(boxes, MIN_DETECTION_SIDE)
     )
     idx, kept = batched_nms_top_k(
         boxes, scores, labels, num_classes, keep, heads.nms_thresh, heads.detections_per_img
     )
-    boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
+    boxes = gather_boxes(boxes, idx)  # [B, D, 4]
     return boxes, scores.gather(1, idx), labels[idx], kept
 
 
@@ -170,25 +180,28 @@ def roi_heads_forward(
     valid: Tensor,
     batch: ImageBatch,
     targets: TargetBatch | None,
-    masked_pooling: bool,
+    pool_every_level: bool,
     generator: torch.Generator | None = None,
 ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor] | None, dict[str, Tensor]]:
-    """Detections (eval) or losses (training) of the box head for the whole batch."""
+    """Detections (eval) or losses (training) of the box head for the whole batch.
+
+    torchvision: `RoIHeads.forward`.
+    """
     if heads.training:
         if targets is None:
             raise ValueError("targets are needed in training mode")
         proposals, labels, regression, valid = sample_proposals(
             heads, proposals, valid, targets, generator
         )
-    if not masked_pooling:
+    if not pool_every_level:
         # Pooling level by level waits on the host anyway: one wait more drops the slots that
         # no image fills (few proposals survive NMS on small images), which would cost pooling
         # and head work (2x the eval time of a 90-class R50-FPN at 320 px).
-        used = valid.any(dim=0).nonzero()[:, 0]
+        used = valid.any(dim=0).nonzero()[:, 0]  # batching: slots some image fills
         proposals, valid = proposals[:, used], valid[:, used]
         if heads.training:
             labels, regression = labels[:, used], regression[:, used]
-    pooled = pool(heads.box_roi_pool, features, proposals, batch.image_sizes, masked_pooling)
+    pooled = pool(heads.box_roi_pool, features, proposals, batch.image_sizes, pool_every_level)
     class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
     if heads.training:
         return None, box_losses(class_logits, box_regression, labels, regression, valid)

@@ -99,7 +99,7 @@ def batch_images(
     channels = resized[0].shape[0]
     tensors = resized[0].new_zeros((len(resized), channels, height, width))
     for i, image in enumerate(resized):
-        tensors[i, :, : image.shape[-2], : image.shape[-1]].copy_(image)
+        tensors[i, :, : image.shape[-2], : image.shape[-1]].copy_(image)  # batching: zero pad
     image_sizes = [(int(r.shape[-2]), int(r.shape[-1])) for r in resized]
     sizes = to_device(image_sizes, tensors.device, torch.int64)
     return ImageBatch(tensors, image_sizes, sizes)
