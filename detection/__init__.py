@@ -37,6 +37,7 @@ _EXPORTS = {
     "export_onnx": "detection.inference.export",
     "export_torchscript": "detection.inference.export",
     "load_torchscript": "detection.inference.export",
+    "load_model_file": "detection.inference.model_files",
     # data tools
     "read_image": "detection.core.images",
     "generate_dataset": "detection.data.synthetic",
@@ -51,6 +52,7 @@ _EXPORTS = {
     "InvalidInputError": "detection.core.errors",
     "ImageReadError": "detection.core.errors",
     "WeightsError": "detection.core.errors",
+    "ConfigError": "detection.core.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -70,6 +72,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from detection.core.errors import (
+        ConfigError,
         DetectionError,
         ImageReadError,
         InvalidInputError,
@@ -92,6 +95,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         export_torchscript,
         load_torchscript,
     )
+    from detection.inference.model_files import load_model_file
     from detection.inference.predictor import Detector, Prediction
     from detection.inspect.job import InspectConfig, run_inspect
     from detection.models.checkpoint import CheckpointMeta, load_model

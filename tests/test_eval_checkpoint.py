@@ -96,3 +96,9 @@ def test_eval_deeppcb_script_runs_on_the_public_api(
         if line.startswith(("from detection", "import detection"))
     ]  # fmt: skip
     assert imports and all(line.startswith("from detection import ") for line in imports)
+
+
+def test_evaluate_reads_the_thresholds_of_a_model_file(square_checkpoint: Path) -> None:
+    from detection.commands.evaluate import _load_thresholds
+
+    assert _load_thresholds(square_checkpoint) == {"square": 0.5}

@@ -51,3 +51,17 @@ def test_export_of_a_missing_checkpoint_is_one_line(
     err = capsys.readouterr().err.strip()
     assert "nope.ckpt" in err and "not found" in err and "\n" not in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_torchscript_file_opens_as_a_detector(tmp_path: Path, square_checkpoint: Path) -> None:
+    out = tmp_path / "model.pt"
+    assert main(["--checkpoint", str(square_checkpoint), "--out", str(out)]) == 0
+    rng = np.random.default_rng(6)
+    images = [square_image(rng, 72, 64, squares=k)[0] for k in (1, 0, 2)]
+    eager = Detector.from_checkpoint(square_checkpoint, device="cpu").predict(images)
+    scripted = Detector.from_checkpoint(out, device="cpu")
+    assert scripted.thresholds == {"square": 0.5} and scripted.class_names == ["square"]
+    for want, got in zip(eager, scripted.predict(images, batch_size=1), strict=True):
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+        assert got.defects.tolist() == want.defects.tolist() and got.passed == want.passed

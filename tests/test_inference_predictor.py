@@ -26,7 +26,7 @@ def loaded(square_checkpoint: Path) -> tuple[torch.nn.Module, CheckpointMeta]:
 
 
 def _detector(loaded: tuple, **kwargs: object) -> Detector:
-    """A Detector on its own copy of the model (a Detector sets the model's score threshold)."""
+    """A Detector on its own copy of the model (a Detector moves its model to its device)."""
     model, meta = loaded
     return Detector(copy.deepcopy(model), meta, device="cpu", **kwargs)
 
@@ -149,3 +149,14 @@ def test_tiled_inference_finds_small_objects_in_a_large_image(loaded: tuple) -> 
         assert torch.allclose(centre, torch.from_numpy((box[:2] + box[2:]) / 2), atol=4.0)
     # Every defect touches a square: no false alarms from the tiles of plain background.
     assert (ious.max(dim=0).values > 0).all()
+
+
+def test_the_callers_model_keeps_its_own_settings(loaded: tuple) -> None:
+    model, meta = loaded
+    own = copy.deepcopy(model)
+    before = (own.roi_heads.score_thresh, own.roi_heads.nms_thresh)
+    rng = np.random.default_rng(3)
+    low = Detector(own, meta, device="cpu", thresholds=0.01, report_threshold=0.01)
+    assert low.model.settings.min_score == pytest.approx(0.01)
+    low.predict(square_image(rng, 64, 64, squares=1)[0])
+    assert (own.roi_heads.score_thresh, own.roi_heads.nms_thresh) == before

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision.models._api as tv_api
 
-from detection.core.errors import WeightsError
+from detection.core.errors import ConfigError, WeightsError
 from detection.models.faster_rcnn import available_models, build_model
 
 SMALL = {"min_size": 64, "max_size": 64}
@@ -26,7 +26,7 @@ def test_every_variant_builds_and_detects(name: str) -> None:
 
 
 def test_unknown_model_and_weights_are_clear() -> None:
-    with pytest.raises(WeightsError, match="unknown model 'yolo'.*fasterrcnn_resnet50_fpn"):
+    with pytest.raises(ConfigError, match="unknown model 'yolo'.*fasterrcnn_resnet50_fpn"):
         build_model("yolo", 3)
     with pytest.raises(WeightsError, match="unknown weights 'IMAGENET'.*DEFAULT, COCO_V1"):
         build_model("fasterrcnn_resnet50_fpn", 3, weights="IMAGENET")

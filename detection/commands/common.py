@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from detection.core.thresholds import REPORT_DEFAULT, add_threshold_argument
+from detection.core.thresholds import REPORT_DEFAULT, add_threshold_argument, threshold_problem
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad arguments, checkpoint or output folder: nothing was inspected
@@ -22,12 +22,24 @@ class CommandParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def score(text: str) -> float:
+    """argparse type of a score option: a number in 0..1 (argparse turns the error into one
+    line naming the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if threshold_problem(value) is not None:
+        raise argparse.ArgumentTypeError(f"expected a score in 0..1, got {text!r}")
+    return value
+
+
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
     """--threshold and --report-threshold, shared with `detection export`."""
     add_threshold_argument(parser, "default: the checkpoint's calibrated thresholds")
     parser.add_argument(
         "--report-threshold",
-        type=float,
+        type=score,
         default=REPORT_DEFAULT,
         help=f"lowest score written to the results (default {REPORT_DEFAULT})",
     )

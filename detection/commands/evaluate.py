@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--thresholds",
         type=Path,
-        help="json {class_name: threshold} (or a metrics.json: its calibrated_thresholds); "
-        "classes not listed use --threshold",
+        help="json {class_name: threshold} (or a metrics.json: its calibrated_thresholds), or "
+        "a model file (.ckpt, .onnx, .pt): its thresholds; classes not listed use --threshold",
     )
     parser.add_argument(
         "--target-recall",
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_thresholds(path: Path) -> dict[str, float]:
+    """Per-class thresholds from a json, or those a trained model file decides by."""
+    from detection.inference.model_files import MODEL_FORMATS, read_model_meta
+
+    if path.suffix.lower() in MODEL_FORMATS:  # a .ckpt, .onnx or .pt: read by the model loader
+        return dict(read_model_meta(path).decision_thresholds().per_class)
     data = read_json(path)
     if isinstance(data, dict) and isinstance(data.get("calibrated_thresholds"), dict):
         data = data["calibrated_thresholds"]

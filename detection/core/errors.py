@@ -53,3 +53,28 @@ def first_line(err: BaseException) -> str:
     """The first line of an error's message, or its type name when the message is empty."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+class OutputError(DetectionError):
+    """An output cannot be written: its path is a file of the wrong kind (a file where a folder
+    is needed, or a folder where a file is), or the disk refuses (read-only, full)."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+    @classmethod
+    def from_os_error(cls, path: str | Path, error: OSError) -> OutputError:
+        """The one wording of a failed write: ``PATH: cannot write (No space left on device)``."""
+        return cls(path, f"cannot write ({error.strerror or error})")
+
+
+class ConfigError(DetectionError, ValueError):
+    """A setting names something that does not exist (a model, an implementation, a file
+    format) or combines options that do not go together."""
+
+
+class UnsupportedInputError(InvalidInputError, TypeError):
+    """An input of a kind the function does not take (None, a number, encoded bytes): a
+    ValueError like every bad input, and a TypeError for what it is."""

@@ -21,6 +21,28 @@ REPORT_DEFAULT = 0.05  # lowest score written to results, for review and re-thre
 THRESHOLD_SYNTAX = "0.5 (every class) or CLASS=0.5 (one class)"
 
 
+def threshold_problem(value: Any) -> str | None:
+    """Why `value` cannot be a score threshold (scores lie in 0..1), or None when it can.
+
+    A threshold above 1 would let its class pass every part; one below 0 fail every part.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if not 0.0 <= value <= 1.0:
+        return f"must lie in 0..1 (scores do), got {value!r}"
+    return None
+
+
+def check_report_threshold(value: float, what: str = "report_threshold") -> float:
+    """`value` as a float when it is a score in 0..1, else a ValueError naming `what`."""
+    problem = threshold_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} {problem}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """A default score threshold plus per-class ones (class name -> score that fails a part).
@@ -37,10 +59,9 @@ class Thresholds:
         if self.default is not None:
             values["(default)"] = self.default
         for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"score threshold of {name!r} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"score threshold of {name!r} must be a finite number")
+            problem = threshold_problem(value)
+            if problem is not None:
+                raise ValueError(f"score threshold of {name!r} {problem}")
         object.__setattr__(self, "per_class", {str(k): float(v) for k, v in self.per_class.items()})
         if self.default is not None:
             object.__setattr__(self, "default", float(self.default))

@@ -12,49 +12,58 @@ thresholds. To use it with nothing but torch:
     d = detections[0]  # boxes xyxy in the image's pixels, scores, labels 1..K
     thresholds = torch.tensor([float("inf")] + info["label_thresholds"])
     passed = not bool((d["scores"] >= thresholds[d["labels"]]).any())
+
+Both exported formats open again with `Detector.from_checkpoint` (see `model_files`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike
-from detection.inference.onnx_model import INPUT_NAME, OUTPUT_NAMES, is_onnx, require
-from detection.inference.predictor import Detector
-from detection.models.faster_rcnn import as_torchvision
+from detection.core.errors import OutputError, WeightsError
+from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike, check_report_threshold
+from detection.inference.model_files import is_checkpoint, load_model_file, model_format
+from detection.inference.onnx_model import INPUT_NAME, OUTPUT_NAMES, require
+from detection.models.runtime import EagerModel
+from detection.models.torchscript import EXTRA_FILE, load_torchscript
 
-EXTRA_FILE = "detection.json"
+__all__ = ["export_model", "export_onnx", "export_torchscript", "load_torchscript"]
+
 ONNX_OPSET = 17
 
 
 def deployable(
     checkpoint: str | Path, thresholds: ThresholdsLike, report_threshold: float
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[EagerModel, dict[str, Any]]:
     """The checkpoint's model (CPU, float32, returning every score a Detector would need) and
     the metadata an exported file carries: thresholds resolved exactly as the Detector does."""
-    detector = Detector.from_checkpoint(
-        checkpoint,
-        device="cpu",
-        precision="32",
-        thresholds=thresholds,
-        report_threshold=report_threshold,
-    )
-    # Scripting and tracing take torchvision's implementation (same modules and settings).
-    model, in_use = as_torchvision(detector.model), detector.thresholds
-    meta = {**detector.meta.to_dict(), "thresholds": in_use}
+    report_threshold = check_report_threshold(report_threshold, "--report-threshold")
+    if not is_checkpoint(checkpoint):
+        raise WeightsError(
+            f"{checkpoint}: an exported {model_format(checkpoint).name} model; export from its "
+            "training checkpoint (.ckpt)"
+        )
+    loaded = load_model_file(checkpoint)
+    assert isinstance(loaded.model, EagerModel)  # what the checkpoint format loads
+    decision = loaded.meta.decision_thresholds(thresholds)
+    model = loaded.model.with_min_score(decision.lowest(loaded.meta.class_names, report_threshold))
+    in_use = dict(decision.per_class)
+    meta = {**loaded.meta.to_dict(), "thresholds": in_use}
     info = {
         **meta,
         "label_thresholds": list(in_use.values()),  # index i is label i + 1
-        "report_threshold": float(report_threshold),
-        "min_score": float(model.roi_heads.score_thresh),
-        "nms_thresh": float(model.roi_heads.nms_thresh),
-        "detections_per_img": int(model.roi_heads.detections_per_img),
+        "report_threshold": report_threshold,
+        "min_score": model.settings.min_score,
+        "nms_thresh": model.settings.nms_iou,
+        "detections_per_img": model.settings.detections_per_image,
         "checkpoint": meta,
     }
     return model, info
@@ -66,8 +75,31 @@ def export_model(
     thresholds: ThresholdsLike = None,
     report_threshold: float = REPORT_DEFAULT,
 ) -> Path:
-    """Export to ONNX when `out` ends in .onnx, else to TorchScript."""
-    export = export_onnx if is_onnx(out) else export_torchscript
+    """Export to ONNX when `out` ends in .onnx, to OpenVINO IR (float32) when it ends in .xml
+    (INT8 and bf16: `detection.inference.openvino_export`), else to TorchScript.
+
+    Args:
+        checkpoint: a checkpoint written by `DetectionModule`.
+        out: the file to write (through a temporary file next to it: never a partial one).
+        thresholds: overrides of the checkpoint's thresholds, stored in the exported file.
+        report_threshold: the lowest score the exported model returns, in 0..1.
+
+    Returns:
+        `out` as a Path.
+
+    Raises:
+        WeightsError: the checkpoint cannot be loaded or cannot decide (see the loader).
+        OutputError: `out` is a folder, or cannot be written (read-only, disk full); no
+            temporary file is left.
+        ValueError: thresholds outside 0..1 or naming unknown classes.
+        DetectionError: the onnx package is missing (for .onnx).
+    """
+    if Path(out).suffix.lower() == ".xml":
+        # Imported here: the OpenVINO export builds on this module's ONNX export.
+        from detection.inference.openvino_export import export_openvino
+
+        return export_openvino(checkpoint, out, thresholds, report_threshold)
+    export = export_onnx if Path(out).suffix.lower() == ".onnx" else export_torchscript
     return export(checkpoint, out, thresholds=thresholds, report_threshold=report_threshold)
 
 
@@ -77,27 +109,28 @@ def export_torchscript(
     thresholds: ThresholdsLike = None,
     report_threshold: float = REPORT_DEFAULT,
 ) -> Path:
-    """Script a checkpoint's model (CPU, float32) and save it with its metadata to `out`."""
+    """Script a checkpoint's model (CPU, float32) and save it with its metadata to `out`;
+    arguments and errors as `export_model`."""
+    out = _check_out(out)
     model, info = deployable(checkpoint, thresholds, report_threshold)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), model.applied() as torchvision_model:
         # torchvision's notes while scripting, and torch's notice that TorchScript is in
         # maintenance: torch.export cannot yet trace Faster R-CNN's data-dependent shapes.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.script(model)
+        scripted = torch.jit.script(torchvision_model)
     info = {
         **info,
         "input": "list of CHW float tensors, RGB, values 0..1, any size",
         "output": "(losses, detections); detections[i] has boxes (xyxy pixels), scores, labels",
     }
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return _write_atomic(
-            out,
-            lambda tmp: torch.jit.save(
-                scripted, str(tmp), _extra_files={EXTRA_FILE: json.dumps(info, indent=2)}
-            ),
-        )
+        # Into memory first: torch's file writer aborts the process on a short write (a full
+        # disk), which would leave the temporary file behind.
+        torch.jit.save(scripted, buffer, _extra_files={EXTRA_FILE: json.dumps(info, indent=2)})
+    return _write_atomic(out, buffer.getvalue())
 
 
 class _OneImage(torch.nn.Module):
@@ -118,18 +151,20 @@ def export_onnx(
     thresholds: ThresholdsLike = None,
     report_threshold: float = REPORT_DEFAULT,
 ) -> Path:
-    """Trace a checkpoint's model to ONNX (opset 17, any image size) with its metadata."""
+    """Trace a checkpoint's model to ONNX (opset 17, any image size) with its metadata;
+    arguments and errors as `export_model`."""
+    out = _check_out(out)
     onnx = require("onnx")
     model, info = deployable(checkpoint, thresholds, report_threshold)
-    # Height and width differ so that the tracer cannot mistake one for the other.
-    side = int(getattr(model.transform, "min_size", (320,))[0])
-    example = torch.rand(3, side, side + side // 4)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), model.applied() as torchvision_model:
+        # Height and width differ so that the tracer cannot mistake one for the other.
+        side = int(getattr(torchvision_model.transform, "min_size", (320,))[0])
+        example = torch.rand(3, side, side + side // 4)
         # The tracer's notes on torchvision's Python scalars: known, and checked by the tests.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _OneImage(model).eval(),
+            _OneImage(torchvision_model).eval(),
             (example,),
             buffer,
             dynamo=False,
@@ -145,25 +180,31 @@ def export_onnx(
     for key, value in info.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    return _write_atomic(out, lambda tmp: onnx.save(graph, str(tmp)))
+    return _write_atomic(out, graph.SerializeToString())
 
 
-def _write_atomic(out: str | Path, write: Any) -> Path:
-    """Write through a temporary file: a half-written model file must never be deployed."""
+def _check_out(out: str | Path) -> Path:
+    """`out` as a Path, refused before any work when it cannot become a model file."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    write(tmp)
-    tmp.replace(out)
+    if out.is_dir():
+        raise OutputError(out, "is a folder; name the model file to write, e.g. model.onnx")
     return out
 
 
-def load_torchscript(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """Load an exported model and its metadata (class names, thresholds, ...)."""
-    extra = {EXTRA_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # see export_torchscript
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    return module.eval(), json.loads(extra[EXTRA_FILE])
+def _write_atomic(out: Path, data: bytes) -> Path:
+    """Write through a temporary file: a half-written model file must never be deployed, and
+    a failed write (a full disk) leaves no temporary file behind."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())  # a full disk may only say so here
+        tmp.replace(out)
+    except OSError as err:
+        raise OutputError.from_os_error(out, err) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return out

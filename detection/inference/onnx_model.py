@@ -12,7 +12,9 @@ checkpoint's metadata with those thresholds). To run it with nothing but onnxrun
     boxes, scores, labels = session.run(None, {"image": image_chw_float32})
     passed = not any(s >= info["label_thresholds"][l - 1] for s, l in zip(scores, labels))
 
-`OnnxModel` is what `Detector.from_checkpoint("model.onnx")` runs in place of the torch model.
+`OnnxModel` is what `Detector.from_checkpoint("model.onnx")` runs in place of the torch model;
+`read_onnx` opens a file for the model loader (`detection.inference.model_files`), refusing one
+whose metadata or weights could not decide a part.
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ import importlib
 import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
-from detection.core.errors import DetectionError, WeightsError
-from detection.models.checkpoint import CheckpointMeta, read_checkpoint
+from detection.core.errors import DetectionError, WeightsError, first_line
+from detection.core.thresholds import threshold_problem
+from detection.models.checkpoint import CheckpointMeta, meta_from_dict
+from detection.models.runtime import Detections, OutputSettings, check_floor, keep_above
+from detection.models.weight_files import check_regular_file
 
 ONNX_EXTRA = 'pip install "detection[onnx]"'
-ONNX_SUFFIX = ".onnx"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 _INHERITED_SESSIONS: list[Any] = []  # sessions a forked process got from its parent
@@ -47,53 +53,29 @@ def require(module: str) -> ModuleType:
         ) from None
 
 
-def is_onnx(path: str | Path) -> bool:
-    """True when `path` names an ONNX model (by its suffix)."""
-    return Path(path).suffix.lower() == ONNX_SUFFIX
-
-
-class RoiSettings:
-    """The settings the Detector reads from `model.roi_heads`; fixed in the graph at export."""
-
-    def __init__(self, min_score: float, nms_thresh: float, detections_per_img: int) -> None:
-        self.min_score = min_score
-        self.nms_thresh = nms_thresh
-        self.detections_per_img = detections_per_img
-        self._score_thresh = min_score
-
-    @property
-    def score_thresh(self) -> float:
-        """Lowest score returned: detections below the graph's own floor are already gone."""
-        return self._score_thresh
-
-    @score_thresh.setter
-    def score_thresh(self, value: float) -> None:
-        # A small tolerance: the floor went through JSON, the request through float maths.
-        if value < self.min_score - 1e-9:
-            raise DetectionError(
-                f"this ONNX model returns scores from {self.min_score:g} up; a threshold of "
-                f"{value:g} needs an export with --report-threshold {value:g} (or lower)"
-            )
-        self._score_thresh = float(value)
-
-
 class OnnxModel:
-    """onnxruntime session(s) called like torchvision's detector: list of images -> detections."""
+    """onnxruntime session(s) behind the `DetectorModel` interface: list of images ->
+    detections. The graph's settings were fixed at export; `min_score` can only rise."""
 
-    def __init__(self, path: str | Path, info: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, settings: OutputSettings, threads: int | None = None
+    ) -> None:
         self.path = str(path)
-        self.info = info
+        self.settings = settings
+        self.floor = settings.min_score  # the lowest score the graph itself returns
         self.threads = threads
-        self.providers = ["CPUExecutionProvider"]
-        self.roi_heads = RoiSettings(
-            float(info["min_score"]), float(info["nms_thresh"]), int(info["detections_per_img"])
-        )
+        self.providers: list[Any] = ["CPUExecutionProvider"]
         self._session: Any = None
         self._pid = -1
 
-    def eval(self) -> OnnxModel:
-        """Nothing to switch: the graph is an inference graph. Returns self, like nn.Module."""
-        return self
+    def with_min_score(self, min_score: float) -> OnnxModel:
+        """The same graph, keeping detections above `min_score`; not below the export's floor."""
+        model = OnnxModel(self.path, self.settings, self.threads)
+        model.floor, model.providers = self.floor, list(self.providers)
+        model.settings = replace(
+            self.settings, min_score=check_floor(min_score, self.floor, self.path)
+        )
+        return model
 
     def to(self, device: str | torch.device) -> OnnxModel:
         """Run on CUDA when onnxruntime has its CUDA provider, else on the CPU."""
@@ -127,23 +109,19 @@ class OnnxModel:
             self._pid = os.getpid()
         return self._session
 
-    def __call__(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    def __call__(self, images: list[torch.Tensor]) -> Detections:
         """CHW float 0..1 RGB tensors -> per image {'boxes', 'scores', 'labels'} (CPU tensors)."""
         session = self.session()
         outputs = []
         for image in images:
             array = image.detach().float().cpu().numpy()
             boxes, scores, labels = session.run(list(OUTPUT_NAMES), {INPUT_NAME: array})
-            scores_t = torch.from_numpy(scores)
-            # torchvision keeps scores strictly above score_thresh; the graph did so at its floor.
-            keep = scores_t > self.roi_heads.score_thresh
-            outputs.append(
-                {
-                    "boxes": torch.from_numpy(boxes)[keep],
-                    "scores": scores_t[keep],
-                    "labels": torch.from_numpy(labels).long()[keep],
-                }
-            )
+            detections = {
+                "boxes": torch.from_numpy(boxes),
+                "scores": torch.from_numpy(scores),
+                "labels": torch.from_numpy(labels).long(),
+            }
+            outputs.append(keep_above(detections, self.settings.min_score))
         return outputs
 
 
@@ -166,26 +144,84 @@ def make_session(path: str, providers: list[Any], threads: int | None = None) ->
         raise WeightsError(f"{path}: cannot load the ONNX model ({first})") from None
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata `detection export` stored in an ONNX model, JSON values decoded."""
-    if not Path(path).is_file():
-        raise WeightsError(f"{path}: ONNX model not found")
-    session = make_session(str(path), ["CPUExecutionProvider"], threads=1)
-    props = session.get_modelmeta().custom_metadata_map
+def read_onnx(path: str | Path) -> tuple[dict[str, Any], Any]:
+    """(metadata with JSON values decoded, the onnx ModelProto) of an exported model, checked:
+    a model whose thresholds or weights could not decide a part is refused.
+
+    Raises:
+        WeightsError: not a regular file, not an ONNX model, not made by `detection export`,
+            a metadata value that is not JSON or out of range, or non-finite weights; each
+            message names the file and the field.
+        DetectionError: the onnx package is missing (the message names the extra).
+    """
+    path = check_regular_file(path, "ONNX model")
+    onnx = require("onnx")
+    try:
+        graph = onnx.load(str(path))
+    except Exception as err:  # noqa: BLE001 - protobuf raises its own untyped errors
+        raise WeightsError(f"{path}: cannot load the ONNX model ({first_line(err)})") from None
+    props = {entry.key: entry.value for entry in graph.metadata_props}
     if "class_names" not in props:
         raise WeightsError(f"{path}: not exported by `detection export` (no class names)")
-    return {key: json.loads(value) for key, value in props.items()}
+    info = {}
+    for key, value in props.items():
+        try:
+            info[key] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise WeightsError(
+                f"{path}: field '{key}': metadata is not valid JSON ({err})"
+            ) from None
+    check_scores(path, info)
+    _check_finite_initializers(path, graph, onnx.numpy_helper)
+    return info, graph
+
+
+def check_scores(path: Path, info: dict[str, Any]) -> None:
+    """Every threshold and score setting of the metadata in 0..1, or a WeightsError naming it."""
+    values: dict[str, Any] = {}
+    for key in ("report_threshold", "min_score", "nms_thresh"):
+        if key not in info:
+            raise WeightsError(f"{path}: field '{key}': is missing")
+        values[key] = info[key]
+    thresholds, per_label = info.get("thresholds") or {}, info.get("label_thresholds") or []
+    if not isinstance(thresholds, dict) or not isinstance(per_label, list):
+        raise WeightsError(f"{path}: field 'thresholds': must be {{class: score}} and a list")
+    values.update({f"thresholds.{name}": value for name, value in thresholds.items()})
+    values.update({f"label_thresholds[{i}]": value for i, value in enumerate(per_label)})
+    for key, value in values.items():
+        problem = threshold_problem(value)
+        if problem is not None:
+            raise WeightsError(f"{path}: field '{key}': {problem}")
+    count = info.get("detections_per_img")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise WeightsError(f"{path}: field 'detections_per_img': must be an integer >= 1")
+
+
+def _check_finite_initializers(path: Path, graph: Any, numpy_helper: Any) -> None:
+    """Refuse NaN or inf in the graph's weights: such a model detects nothing, every part passes."""
+    for initializer in graph.graph.initializer:
+        array = numpy_helper.to_array(initializer)
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise WeightsError(
+                f"{path}: field '{initializer.name}': weights hold NaN or inf (a diverged run?)"
+            )
 
 
 def load_onnx(path: str | Path, threads: int | None = None) -> tuple[OnnxModel, CheckpointMeta]:
     """An exported ONNX model as (OnnxModel, CheckpointMeta), ready for `Detector(...)`."""
-    info = read_metadata(path)
-    # The checkpoint's metadata, its thresholds replaced by those the export fails parts by.
-    return OnnxModel(path, info, threads), CheckpointMeta.from_dict(info["checkpoint"])
+    info, _ = read_onnx(path)
+    settings = OutputSettings(
+        float(info["min_score"]), float(info["nms_thresh"]), int(info["detections_per_img"])
+    )
+    return OnnxModel(path, settings, threads), onnx_meta(path, info)
 
 
-def read_meta(path: str | Path) -> CheckpointMeta:
-    """The metadata of a checkpoint or of an exported ONNX model, without building a model."""
-    if is_onnx(path):
-        return CheckpointMeta.from_dict(read_metadata(path)["checkpoint"])
-    return read_checkpoint(path)[0]
+def onnx_meta(path: str | Path, info: dict[str, Any]) -> CheckpointMeta:
+    """The checkpoint's metadata an export carries, its thresholds those the export fails
+    parts by."""
+    if "checkpoint" not in info:
+        raise WeightsError(f"{path}: field 'checkpoint': is missing")
+    return meta_from_dict(path, info["checkpoint"], section="checkpoint")
+
+
+_check_scores = check_scores  # the name openvino_model.py imported first; use check_scores

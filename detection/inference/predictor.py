@@ -14,16 +14,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.models.detection import FasterRCNN
+from torch import nn
 
-from detection.core.errors import DetectionError
+from detection.core.devices import resolve_device
+from detection.core.errors import InvalidInputError, UnsupportedInputError
 from detection.core.images import (
     MAX_PIXELS,
     ImageInput,
@@ -31,76 +31,17 @@ from detection.core.images import (
     image_tensor,
     to_float_image,
 )
-from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike
-from detection.inference.onnx_model import is_onnx, load_onnx
+from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike, check_report_threshold
+from detection.inference.model_files import load_model_file
+from detection.inference.prediction import Prediction
+from detection.inference.size_groups import run_by_size
 from detection.inference.tiling import merge_detections, tile_windows
-from detection.models.checkpoint import CheckpointMeta, load_model
+from detection.models.checkpoint import CheckpointMeta
+from detection.models.runtime import DetectorModel, as_detector_model
+
+__all__ = ["Detector", "Prediction", "resolve_device", "resolve_precision"]
 
 PRECISIONS = ("auto", "32", "32-true", "16-mixed", "bf16-mixed")
-
-
-@dataclass
-class Prediction:
-    """Detections of one image in its original pixels, and whether the part passes."""
-
-    boxes: np.ndarray  # (N, 4) float32 xyxy
-    scores: np.ndarray  # (N,) float32, decreasing
-    labels: np.ndarray  # (N,) int64, 1..K
-    defects: np.ndarray  # (N,) bool: score >= the class threshold
-    class_names: list[str]  # per detection
-    category_ids: list[int]  # per detection, the dataset's category ids
-    width: int
-    height: int
-    image: str | None = None  # the file path, when the input was one
-
-    @property
-    def passed(self) -> bool:
-        """True when no detection reaches its class threshold."""
-        return not bool(self.defects.any())
-
-    @property
-    def decision(self) -> str:
-        """'pass' or 'fail'."""
-        return "pass" if self.passed else "fail"
-
-    def to_record(self) -> dict[str, Any]:
-        """The JSON Lines record of this image (boxes rounded to 0.01 px)."""
-        detections = [
-            {
-                "bbox": [round(float(v), 2) for v in box],
-                "score": round(float(score), 5),
-                "label": int(label),
-                "class_name": name,
-                "category_id": int(category),
-                "fail": bool(defect),
-            }
-            for box, score, label, name, category, defect in zip(
-                self.boxes,
-                self.scores,
-                self.labels,
-                self.class_names,
-                self.category_ids,
-                self.defects,
-                strict=True,
-            )
-        ]
-        return {
-            "image": self.image,
-            "width": self.width,
-            "height": self.height,
-            "decision": self.decision,
-            "detections": detections,
-        }
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> the first CUDA device if there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DetectionError(f"device '{device}' requested but CUDA is not available")
-    return resolved
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -121,24 +62,75 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+ACCEPTED = "a file path, a numpy array, a PIL image or a CHW tensor (or a list of them)"
+
+
 def _as_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
-    """One image or many -> a list; a 4-D tensor is a batch of CHW images."""
+    """One image or many -> a list; a 4-D tensor is a batch of CHW images.
+
+    Raises UnsupportedInputError (a ValueError) for anything that is neither an image nor an
+    iterable of images: None, a number, encoded bytes.
+    """
     if isinstance(images, str | Path | np.ndarray | Image.Image):
         return [images]
     if isinstance(images, torch.Tensor):
         return list(images) if images.ndim == 4 else [images]
-    return list(images)
+    if isinstance(images, bytes | bytearray | memoryview):
+        raise UnsupportedInputError(
+            "images",
+            f"unsupported image type {type(images).__name__} (an encoded file? pass its path, "
+            f"or decode it with detection.read_image); accepted: {ACCEPTED}",
+        )
+    if isinstance(images, Iterable):
+        return list(images)
+    raise UnsupportedInputError(
+        "images", f"unsupported image type {type(images).__name__}; accepted: {ACCEPTED}"
+    )
+
+
+def _check_input(image: Any, name: str) -> None:
+    """A ValueError naming the input when it is of no accepted kind, or a tensor without data."""
+    if isinstance(image, torch.Tensor):
+        if image.device.type == "meta":
+            raise InvalidInputError(
+                name, "tensor on the meta device holds no pixels; pass a CPU or CUDA tensor"
+            )
+        return
+    if not isinstance(image, str | Path | np.ndarray | Image.Image):
+        raise UnsupportedInputError(
+            name, f"unsupported image type {type(image).__name__}; accepted: {ACCEPTED}"
+        )
 
 
 class Detector:
     """A trained detector with its class names and thresholds: images in, `Prediction`s out.
 
-    The Detector sets the model's internal score threshold to the lowest score it must report.
+    Args:
+        model: the model to run: a torch detection model (torchvision's `FasterRCNN` or a
+            `BatchedFasterRCNN`; it is switched to eval mode and moved to `device`, its own
+            settings left as they are) or any `DetectorModel` (ONNX Runtime, TorchScript).
+        meta: the model's class names, category ids and stored thresholds.
+        device: ``"auto"`` (the first CUDA device if there is one), ``"cpu"``, ``"cuda:N"``.
+        precision: ``"auto"`` (16-mixed on CUDA, else 32), ``"32"``, ``"16-mixed"`` or
+            ``"bf16-mixed"``; mixed precision is used on CUDA only.
+        thresholds: overrides of the stored thresholds: a number (every class), a mapping
+            {class name: score} or command-line strings (``["0.6", "scratch=0.4"]``).
+        report_threshold: lowest score kept in results (defects are always kept), in 0..1.
+        tile: cut images into square windows of this many pixels (small objects in large
+            images); None runs whole images.
+        overlap: fraction by which neighbouring windows overlap.
+        max_pixels: largest image accepted (a decompression-bomb guard); None: no limit.
+
+    Raises:
+        ValueError: a threshold or `report_threshold` outside 0..1, a threshold naming an
+            unknown class, an unknown precision, or impossible tile settings.
+        DetectionError: a CUDA device without CUDA, or an exported model whose score floor
+            lies above what the thresholds need.
     """
 
     def __init__(
         self,
-        model: FasterRCNN,
+        model: nn.Module | DetectorModel,
         meta: CheckpointMeta,
         device: str | torch.device = "auto",
         precision: str = "auto",
@@ -151,20 +143,18 @@ class Detector:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.meta = meta
-        self.report_threshold = float(report_threshold)
-        # The checkpoint's thresholds with the caller's overrides: what fails a part here.
-        self.decision_thresholds = meta.thresholds.updated(thresholds)
-        self.decision_thresholds.resolve(meta.class_names)  # unknown names fail now, not mid-job
+        self.report_threshold = check_report_threshold(report_threshold)
+        # The model's thresholds with the caller's overrides: what fails a part here (unknown
+        # class names and values outside 0..1 fail now, not mid-job).
+        self.decision_thresholds = meta.decision_thresholds(thresholds)
         self.tile = tile
         self.overlap = overlap
         self.max_pixels = max_pixels
         if tile is not None:
             tile_windows(tile, tile, tile, overlap)  # validates tile and overlap now, not mid-job
         self._thresholds = self.decision_thresholds.label_tensor(meta.class_names)
-        self.model = model.eval().to(self.device)
-        self.model.roi_heads.score_thresh = self.decision_thresholds.lowest(
-            meta.class_names, self.report_threshold
-        )
+        lowest = self.decision_thresholds.lowest(meta.class_names, self.report_threshold)
+        self.model: DetectorModel = as_detector_model(model).with_min_score(lowest).to(self.device)
 
     @classmethod
     def from_checkpoint(
@@ -175,20 +165,44 @@ class Detector:
         thresholds: ThresholdsLike = None,
         **kwargs: Any,
     ) -> Detector:
-        """Load a checkpoint written by DetectionModule, or an exported .onnx model (run with
-        onnxruntime); kwargs go to `Detector(...)`."""
-        model, meta = load_onnx(path) if is_onnx(path) else load_model(path)
-        return cls(model, meta, device=device, precision=precision, thresholds=thresholds, **kwargs)
+        """Load a trained model of any format the model loader reads.
+
+        Args:
+            path: a checkpoint written by `DetectionModule` (``.ckpt``), or a model exported
+                by `detection export` (``.onnx``, run with onnxruntime; ``.pt``, TorchScript).
+            device: see `Detector`.
+            precision: see `Detector`.
+            thresholds: overrides of the file's thresholds; see `Detector`.
+            **kwargs: the other arguments of `Detector` (``report_threshold``, ``tile``, ...).
+
+        Returns:
+            The Detector, its model on `device`.
+
+        Raises:
+            WeightsError: the file is missing, unreadable or holds a model that cannot decide
+                (non-finite weights, stored thresholds outside 0..1), naming file and field.
+            ValueError: see `Detector`.
+            DetectionError: a runtime the format needs is not installed; see `Detector`.
+        """
+        loaded = load_model_file(path)
+        return cls(
+            loaded.model,
+            loaded.meta,
+            device=device,
+            precision=precision,
+            thresholds=thresholds,
+            **kwargs,
+        )
 
     @property
     def class_names(self) -> list[str]:
-        """Names of labels 1..K."""
+        """Names of labels 1..K (label i is ``class_names[i - 1]``)."""
         return list(self.meta.class_names)
 
     @property
     def thresholds(self) -> dict[str, float]:
         """The class thresholds in use: class name -> score that fails a part."""
-        return self.decision_thresholds.resolve(self.meta.class_names)
+        return dict(self.decision_thresholds.per_class)
 
     def predict(
         self,
@@ -196,21 +210,36 @@ class Detector:
         batch_size: int = 8,
         bgr: bool = False,
     ) -> list[Prediction]:
-        """Detect objects in one image or many; always returns a list, one Prediction per image.
+        """Detect objects in one image or many.
 
-        Accepts file paths, numpy arrays (RGB, or BGR with `bgr=True`), PIL images and CHW tensors,
-        mixed freely: uint8 in 0..255 or float in 0..1 (16-bit arrays keep their high byte).
-        Anything else (floats above 1, NaN, an empty image, another dtype or shape, more than
-        `max_pixels`) raises a ValueError naming the input: its path, or "image #i".
+        Args:
+            images: one image or an iterable of them, mixed freely: file paths, numpy arrays
+                (HxW or HxWxC; RGB, or BGR with `bgr=True`), PIL images and CHW tensors (a 4-D
+                tensor is a batch); uint8 in 0..255 or float in 0..1 (16-bit arrays keep their
+                high byte).
+            batch_size: images per model call.
+            bgr: numpy arrays are in OpenCV's BGR order.
+
+        Returns:
+            One `Prediction` per image, in input order (always a list).
+
+        Raises:
+            ValueError: an input of another kind (None, a number, encoded bytes), floats above
+                1, NaN, an empty image, another dtype or shape, more than `max_pixels`, a
+                tensor on the meta device; the message names the input (its path, or
+                "image #i"). ImageReadError (a ValueError) for a file that cannot be decoded.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         items = _as_list(images)
         results: list[Prediction] = []
         for start in range(0, len(items), batch_size):
+            chunk = list(enumerate(items[start : start + batch_size], start))
+            for i, x in chunk:
+                _check_input(x, f"image #{i}")
             loaded = [
                 image_tensor(x, f"image #{i}", bgr=bgr, max_pixels=self.max_pixels)
-                for i, x in enumerate(items[start : start + batch_size], start)
+                for i, x in chunk
             ]
             results.extend(
                 self._predict([t for t, _ in loaded], [n for _, n in loaded], batch_size)
@@ -223,13 +252,25 @@ class Detector:
         names: Sequence[str | None] | None = None,
         batch_size: int | None = None,
     ) -> list[Prediction]:
-        """Predict RGB CHW tensors (uint8, or float in 0..1) in one go; tiles run `batch_size` at a
-        time. A tensor of another shape, dtype or range raises a ValueError naming it."""
+        """Predict RGB CHW tensors (uint8, or float in 0..1) in one go.
+
+        Args:
+            images: CHW tensors with 1 or 3 channels.
+            names: a name per image for the predictions and for error messages.
+            batch_size: images (or tiles) per model call; None: all at once.
+
+        Returns:
+            One `Prediction` per image.
+
+        Raises:
+            ValueError: a tensor of another shape, dtype or range, or on the meta device,
+                naming it.
+        """
         names = list(names) if names is not None else [None] * len(images)
-        checked = [
-            check_image_tensor(image, name or f"image #{i}", self.max_pixels)
-            for i, (image, name) in enumerate(zip(images, names, strict=True))
-        ]
+        checked = []
+        for i, (image, name) in enumerate(zip(images, names, strict=True)):
+            _check_input(image, name or f"image #{i}")
+            checked.append(check_image_tensor(image, name or f"image #{i}", self.max_pixels))
         return self._predict(checked, names, batch_size)
 
     def _predict(
@@ -258,13 +299,14 @@ class Detector:
     def _forward(
         self, images: list[torch.Tensor], batch_size: int
     ) -> list[dict[str, torch.Tensor]]:
-        """Run the model `batch_size` images at a time; uint8 becomes float on the device."""
-        outputs: list[dict[str, torch.Tensor]] = []
+        """Run the model on batches of up to `batch_size` equal-sized images (so an image's
+        detections do not depend on its neighbours); uint8 becomes float on the device."""
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(images), batch_size):
-                chunk = [to_float_image(img).float() for img in images[start : start + batch_size]]
-                outputs.extend(self.model(chunk))
-        return outputs
+            return run_by_size(
+                images,
+                batch_size,
+                lambda chunk: self.model([to_float_image(i).float() for i in chunk]),
+            )
 
     def _forward_tiled(
         self, images: list[torch.Tensor], batch_size: int
@@ -289,8 +331,8 @@ class Detector:
                     [o["scores"].float() for o in part],
                     [o["labels"] for o in part],
                     windows,
-                    iou_threshold=self.model.roi_heads.nms_thresh,
-                    max_detections=self.model.roi_heads.detections_per_img,
+                    iou_threshold=self.model.settings.nms_iou,
+                    max_detections=self.model.settings.detections_per_image,
                 )
             )
         return merged

@@ -8,11 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.models.detection import FasterRCNN
+from torch import nn
 
 from detection.core.errors import WeightsError, first_line
-from detection.core.thresholds import Thresholds
-from detection.models.faster_rcnn import build_model, safe_torch_load
+from detection.core.thresholds import (
+    DECISION_DEFAULT,
+    Thresholds,
+    ThresholdsLike,
+    threshold_problem,
+)
+from detection.models.faster_rcnn import build_model
+from detection.models.weight_files import check_finite, safe_torch_load
 
 CHECKPOINT_KEY = "detection"
 FORMAT_VERSION = 1
@@ -48,6 +54,16 @@ class CheckpointMeta:
         fields = {k: v for k, v in data.items() if k not in ("thresholds", "score_threshold")}
         return cls(**fields, thresholds=Thresholds.from_checkpoint(data))
 
+    def decision_thresholds(self, override: ThresholdsLike = None) -> Thresholds:
+        """The thresholds parts are decided by: the stored ones with the user's `override`
+        applied (see `Thresholds.updated`), with a value for every class.
+
+        The one place a model's thresholds meet the user's: the Detector, inspect, export and
+        `evaluate_checkpoint` all call it. Raises ValueError for a class the model does not
+        know or a value outside 0..1.
+        """
+        return self.thresholds.updated(override).resolved(self.class_names)
+
 
 def open_checkpoint(path: str | Path, *, mmap: bool = False) -> tuple[CheckpointMeta, dict]:
     """(meta, whole checkpoint dict) of a DetectionModule checkpoint, loaded without running code;
@@ -57,7 +73,7 @@ def open_checkpoint(path: str | Path, *, mmap: bool = False) -> tuple[Checkpoint
         raise WeightsError(f"{path}: not a detection checkpoint (no '{CHECKPOINT_KEY}' section)")
     if not isinstance(ckpt["state_dict"], dict):
         raise WeightsError(f"{path}: field 'state_dict': must be a dict of tensors")
-    return _meta_from_dict(path, ckpt[CHECKPOINT_KEY]), ckpt
+    return meta_from_dict(path, ckpt[CHECKPOINT_KEY]), ckpt
 
 
 def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
@@ -73,11 +89,12 @@ def read_checkpoint(path: str | Path) -> tuple[CheckpointMeta, dict[str, torch.T
 _META_TYPES = {"model_name": str, "num_classes": int, "class_names": list, "category_ids": list}
 
 
-def _meta_from_dict(path: str | Path, data: Any) -> CheckpointMeta:
-    """CheckpointMeta from a checkpoint's section, or a WeightsError naming the bad field."""
+def meta_from_dict(path: str | Path, data: Any, section: str = CHECKPOINT_KEY) -> CheckpointMeta:
+    """CheckpointMeta from a model file's metadata section (``ckpt['detection']``, an exported
+    model's ``checkpoint`` entry), or a WeightsError naming the file and the bad field."""
 
     def bad(field: str, problem: str) -> WeightsError:
-        return WeightsError(f"{path}: field '{CHECKPOINT_KEY}{field}': {problem}")
+        return WeightsError(f"{path}: field '{section}{field}': {problem}")
 
     if not isinstance(data, dict):
         raise bad("", f"must be a dict, not {type(data).__name__}")
@@ -97,22 +114,41 @@ def _meta_from_dict(path: str | Path, data: Any) -> CheckpointMeta:
             raise bad(f".{name}", f"must be {count} values of type {kind.__name__}")
     if not isinstance(data.get("model_args", {}), dict):
         raise bad(".model_args", "must be a dict of model options")
+    stored = data.get("thresholds") or {}
+    if not isinstance(stored, dict):
+        raise bad(".thresholds", "must be a dict {class name: score threshold}")
+    values = {"score_threshold": data.get("score_threshold", DECISION_DEFAULT)}
+    values.update({f"thresholds.{name}": value for name, value in stored.items()})
+    for name, value in values.items():
+        problem = threshold_problem(value)
+        if problem is not None:  # a class that could never fail a part, or always would
+            raise bad(f".{name}", problem)
     try:
         return CheckpointMeta.from_dict(data)
     except (TypeError, ValueError, KeyError, AttributeError, WeightsError) as err:
         raise bad("", first_line(err)) from None
 
 
-def build_from_meta(meta: CheckpointMeta) -> FasterRCNN:
+def build_from_meta(meta: CheckpointMeta) -> nn.Module:
     """The untrained architecture a checkpoint's weights belong to (no download)."""
     return build_model(
         meta.model_name, meta.num_classes, weights=None, weights_backbone=None, **meta.model_args
     )
 
 
-def load_model(path: str | Path) -> tuple[FasterRCNN, CheckpointMeta]:
-    """Rebuild the trained model of a checkpoint, in eval mode on CPU."""
+def load_model(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the trained model of a checkpoint, in eval mode on CPU.
+
+    Returns:
+        (model, meta): the model as `build_model` makes it for the checkpoint's settings (a
+        torchvision `FasterRCNN` or a `BatchedFasterRCNN`), and the checkpoint's metadata.
+
+    Raises:
+        WeightsError: not a detection checkpoint, bad metadata (the field is named), weights
+            that do not fit the model, or weights holding NaN or inf.
+    """
     meta, state = read_checkpoint(path)
+    check_finite(state.items(), path)
     try:
         model = build_from_meta(meta)
         # A model fine-tuned from pretrained weights has frozen batch norms (no batch counter);

@@ -1,10 +1,10 @@
-"""One factory in front of torchvision's Faster R-CNN variants (timm's `create_model` idea)."""
+"""One factory in front of torchvision's Faster R-CNN variants (timm's `create_model` idea).
+
+Weight files (local `weights=` / `weights_backbone=` paths) are read by `weight_files.py`.
+"""
 
 from __future__ import annotations
 
-import logging
-import pickle
-import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +24,14 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
-from detection.core.errors import WeightsError, first_line
+from detection.core.errors import ConfigError, WeightsError
 from detection.models.batched import BatchedFasterRCNN
-
-log = logging.getLogger(__name__)
+from detection.models.weight_files import (
+    as_pretrained,
+    is_local_weights,
+    load_matching,
+    load_state_dict_file,
+)
 
 
 def _fasterrcnn_resnet18_fpn(
@@ -78,7 +82,10 @@ MODELS: dict[str, tuple[Callable[..., FasterRCNN], str | None]] = {
 IMPLEMENTATIONS = ("batched", "torchvision")
 DEFAULT_IMPL = "batched"
 # Settings of the batched forward pass (see BatchedFasterRCNN), accepted among the model kwargs.
+# The old names (`masked_pooling`, `matrix_nms`) still reach the model, which warns and maps them.
 BATCHED_OPTIONS = (
+    "pool_every_level",
+    "fixpoint_nms",
     "masked_pooling",
     "matrix_nms",
     "channels_last",
@@ -90,13 +97,6 @@ BATCHED_OPTIONS = (
 def available_models() -> list[str]:
     """Names accepted by `build_model`."""
     return sorted(MODELS)
-
-
-def is_local_weights(weights: str | None) -> bool:
-    """True when `weights` names a file rather than a torchvision weight enum."""
-    if weights is None:
-        return False
-    return Path(weights).suffix in {".pth", ".pt", ".ckpt", ".bin"} or Path(weights).exists()
 
 
 def _resolve_enum(model: str, weights: str, enum_name: str | None) -> Any:
@@ -138,97 +138,6 @@ def _backbone_enum(weights_backbone: str | None, model: str) -> Any:
         return weights_backbone
 
 
-def safe_torch_load(path: str | Path, what: str = "weights", *, mmap: bool = False) -> Any:
-    """`torch.load` that cannot run code (a checkpoint from a stranger), with one-line errors.
-
-    ``mmap`` maps tensors from the file instead of reading them, for a quick look inside.
-    """
-    path = Path(path)
-    try:
-        info = path.stat()
-    except OSError:
-        raise WeightsError(f"{path}: {what} file not found") from None
-    # Never open anything but a regular file: reading a FIFO blocks forever.
-    if not stat.S_ISREG(info.st_mode):
-        raise WeightsError(f"{path}: {what} path is not a regular file")
-    if info.st_size == 0:
-        raise WeightsError(f"{path}: {what} file is empty (0 bytes)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise WeightsError(f"{path}: cannot load {what} safely: {_load_problem(err)}") from None
-
-
-def _load_problem(err: Exception) -> str:
-    """One line on why torch.load failed; torch's own messages run to paragraphs, or are empty."""
-    text = str(err)
-    if isinstance(err, pickle.UnpicklingError) and "weights_only" in text:
-        return "it holds Python objects that would run code when loaded (refused)"
-    if "central directory" in text or isinstance(err, EOFError | OSError):
-        return "truncated or corrupt file (an interrupted copy or save?)"
-    if "_use_new_zipfile_serialization" in text:  # mmap refuses the legacy format
-        return "not a torch zip archive, as every Lightning checkpoint is"
-    return f"not a torch checkpoint ({type(err).__name__}: {first_line(err)})"
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a model state dict from a .pth file or a Lightning .ckpt, without running code."""
-    obj = safe_torch_load(path)
-    if isinstance(obj, dict) and "state_dict" in obj:  # Lightning checkpoint
-        obj = {k.removeprefix("model."): v for k, v in obj["state_dict"].items()}
-    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # torchvision references' checkpoint layout
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors")
-    return obj
-
-
-def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state`, skipping only tensors whose shape differs (another class count)."""
-    own = model.state_dict()
-    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    for key in skipped:
-        del state[key]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in skipped]
-    if missing or unexpected:
-        raise WeightsError(
-            f"{source}: does not fit this model (missing {len(missing)} keys, e.g. {missing[:2]}; "
-            f"unexpected {len(unexpected)}, e.g. {unexpected[:2]})"
-        )
-    if skipped:
-        log.info("%s: re-initialised %d layers of another shape: %s", source, len(skipped), skipped)
-
-
-def _frozen_batch_norms(module: nn.Module) -> nn.Module:
-    """BatchNorm2d layers replaced by FrozenBatchNorm2d with the same statistics."""
-    if isinstance(module, nn.BatchNorm2d):
-        frozen = misc_nn_ops.FrozenBatchNorm2d(module.num_features, eps=module.eps)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(frozen, name).copy_(getattr(module, name).detach())
-        return frozen
-    for name, child in module.named_children():
-        setattr(module, name, _frozen_batch_norms(child))
-    return module
-
-
-def _as_pretrained(body: nn.Module, trainable_layers: int | None) -> None:
-    """Treat a ResNet body loaded from a local file as torchvision treats downloaded weights.
-
-    torchvision freezes batch norms and the early stages only when it loads the backbone
-    weights itself; built without them, every layer trains with batch statistics of a few
-    images. Same stages as torchvision's _resnet_fpn_extractor (default 3 trainable).
-    """
-    layers = 3 if trainable_layers is None else trainable_layers
-    if not 0 <= layers <= 5:
-        raise WeightsError(f"trainable_backbone_layers must be 0..5, got {layers}")
-    _frozen_batch_norms(body)
-    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:layers]
-    for name, parameter in body.named_parameters():
-        if not any(name.startswith(layer) for layer in trained):
-            parameter.requires_grad_(False)
-
-
 def build_model(
     name: str = "fasterrcnn_resnet50_fpn",
     num_classes: int = 91,
@@ -242,21 +151,41 @@ def build_model(
 ) -> FasterRCNN | BatchedFasterRCNN:
     """Build a Faster R-CNN for `num_classes` object classes (background excluded).
 
-    `weights` is None (random init), a torchvision weight name ('DEFAULT', 'COCO_V1' or the full
-    'FasterRCNN_ResNet50_FPN_Weights.COCO_V1'), or a local .pth/.ckpt file. Pretrained detection
-    weights for another class count keep everything but a fresh box predictor. `impl` picks the
-    forward pass: 'batched' (the whole batch at once, no host syncs) or 'torchvision' (the
-    reference); both hold the same modules and state dict.
+    Args:
+        name: one of `available_models()`, e.g. ``"fasterrcnn_resnet50_fpn"``.
+        num_classes: object classes, without the background (torchvision's label 0).
+        weights: None (random init), a torchvision weight name (``"DEFAULT"``, ``"COCO_V1"``
+            or the full ``"FasterRCNN_ResNet50_FPN_Weights.COCO_V1"``), or a local
+            .pth/.ckpt file. Detection weights for another class count keep everything but
+            a fresh box predictor.
+        weights_backbone: ImageNet weights of the backbone: a torchvision name or a local
+            file (treated as torchvision treats downloaded ones: frozen batch norms).
+        trainable_backbone_layers: backbone stages that train (0..5), as in torchvision.
+        min_size: shorter side the images are resized to (a tuple: one picked per batch
+            when training).
+        max_size: longest side after the resize.
+        impl: the forward pass: ``"batched"`` (the whole batch at once, no host syncs) or
+            ``"torchvision"`` (the reference); both hold the same modules and state dict.
+        **kwargs: torchvision's `FasterRCNN` arguments (``box_score_thresh``, ...) and, with
+            ``impl="batched"``, the options of `BatchedFasterRCNN` (``pool_every_level``,
+            ``fixpoint_nms``, ``channels_last``, ``compile_backbone``, ``pad_multiple``).
+
+    Returns:
+        The model in training mode: a torchvision `FasterRCNN`, or a `BatchedFasterRCNN`
+        around one.
+
+    Raises:
+        ConfigError: unknown `name` or `impl`, or batched options with another `impl`.
+        WeightsError: unknown weight name, a download that failed (the message says how to
+            pass a local file), or a weight file that cannot be read or does not fit.
     """
     if name not in MODELS:
-        raise WeightsError(
-            f"unknown model '{name}'; choose one of: {', '.join(available_models())}"
-        )
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(available_models())}")
     if impl not in IMPLEMENTATIONS:
-        raise WeightsError(f"unknown impl '{impl}'; choose one of: {', '.join(IMPLEMENTATIONS)}")
+        raise ConfigError(f"unknown impl '{impl}'; choose one of: {', '.join(IMPLEMENTATIONS)}")
     options = {key: kwargs.pop(key) for key in BATCHED_OPTIONS if key in kwargs}
     if options and impl != "batched":
-        raise WeightsError(f"{', '.join(options)}: options of impl 'batched', not '{impl}'")
+        raise ConfigError(f"{', '.join(options)}: options of impl 'batched', not '{impl}'")
     builder, enum_name = MODELS[name]
     total = num_classes + 1  # torchvision counts background as class 0
     kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
@@ -289,11 +218,11 @@ def build_model(
         # An ImageNet classifier file also holds fc.*, which the detection backbone drops.
         state = load_state_dict_file(backbone_local)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        _load_matching(model.backbone.body, state, str(backbone_local))
+        load_matching(model.backbone.body, state, str(backbone_local))
         if "resnet" in name:  # the MobileNet bodies name their stages otherwise
-            _as_pretrained(model.backbone.body, trainable_backbone_layers)
+            as_pretrained(model.backbone.body, trainable_backbone_layers)
     if local is not None:
-        _load_matching(model, load_state_dict_file(local), str(local))
+        load_matching(model, load_state_dict_file(local), str(local))
     return BatchedFasterRCNN(model, **options) if impl == "batched" else model
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from detection.core.coco_format import output_results
+from detection.core.devices import resolve_device
 from detection.core.thresholds import ThresholdsLike
 from detection.evaluation.evaluator import DetectionEvaluator, Evaluation
 from detection.models.checkpoint import load_model
@@ -48,16 +49,40 @@ def evaluate_checkpoint(
 ) -> Evaluation:
     """Score a checkpoint on a COCO split: COCO metrics, operating point and image level.
 
-    The operating point uses the checkpoint's thresholds (calibrated on its validation), with
-    ``thresholds`` as overrides; ``images`` is the folder the json's file names are relative to.
+    The same numbers as `detection test` on that split (both go through `process_batch`).
+
+    Args:
+        checkpoint: a checkpoint written by `DetectionModule` (``.ckpt``).
+        annotations: the split's COCO json.
+        images: the folder the json's file names are relative to.
+        thresholds: overrides of the checkpoint's thresholds (calibrated on its validation)
+            for the operating point and the image-level decisions.
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda:N"``.
+        batch_size: images per model call.
+        workers: DataLoader worker processes.
+        iou_threshold: IoU at which a detection matches a ground-truth box (operating point).
+        target_recall: also report per class the threshold reaching this recall.
+        backend: the COCO evaluator, ``"faster"`` (faster-coco-eval) or ``"pycocotools"``.
+        area_ranges: COCO's small/medium/large area ranges, if not the defaults.
+
+    Returns:
+        An `Evaluation`: the report (COCO metrics, operating point, image level) and the
+        precision-recall curves.
+
+    Raises:
+        WeightsError: the checkpoint cannot be loaded or cannot decide (non-finite weights,
+            thresholds outside 0..1).
+        InvalidInputError: a bad annotation file or image.
+        ValueError: thresholds outside 0..1 or naming classes the checkpoint does not know.
     """
     from detection.data.datamodule import CocoDataModule
 
+    # The checkpoint entry of the model loader (`detection.inference.model_files` sits on
+    # the floor beside this one): the same checks, the model's own output settings.
     model, meta = load_model(checkpoint)
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     model.to(device)
-    decision = meta.thresholds.updated(thresholds)
+    decision = meta.decision_thresholds(thresholds)
     data = CocoDataModule(
         test_annotations=str(annotations),
         test_images=str(images),
@@ -71,7 +96,7 @@ def evaluate_checkpoint(
         backend=backend,
         area_ranges=area_ranges,
         iou_threshold=iou_threshold,
-        score_threshold=decision.resolved(meta.class_names),
+        score_threshold=decision,
         target_recall=target_recall,
     )
     with torch.inference_mode():
