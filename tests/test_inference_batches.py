@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,3 +58,24 @@ def test_without_workers_the_model_runs_in_this_process(paths: list[str]) -> Non
     batches = list(inspected_batches(paths, inspector, workers=0, max_pixels=None))
     assert {p.pid for batch in batches for p in batch.predictions} == {os.getpid()}
     assert [len(batch) for batch in batches] == [4, 2]
+
+
+def _death_signal() -> int:
+    """This process's parent-death signal (prctl PR_GET_PDEATHSIG; Linux)."""
+    value = ctypes.c_int(-1)
+    assert ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0) == 0  # PR_GET_PDEATHSIG
+    return value.value
+
+
+class DeathSignalDetector(WhereDetector):
+    """Records, per image, the signal the kernel sends its process when the parent dies."""
+
+    def predict_tensors(self, images, names, batch_size):
+        return [SimpleNamespace(passed=True, signal=_death_signal()) for _ in names]
+
+
+def test_workers_are_killed_by_the_kernel_when_the_job_dies(paths: list[str]) -> None:
+    inspector = BatchInspector(DeathSignalDetector(), batch_size=2, drawn_dir=None)
+    batches = list(inspected_batches(paths, inspector, workers=2, max_pixels=None))
+    signals = {p.signal for batch in batches for p in batch.predictions}
+    assert signals == {signal.SIGKILL}

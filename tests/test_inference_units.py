@@ -13,17 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from square_model import make_meta
 
-from detection.core.errors import DetectionError, InvalidInputError, WeightsError
+from detection.core.errors import DetectionError, InvalidInputError, OutputError, WeightsError
 from detection.core.thresholds import DECISION_DEFAULT, Thresholds
 from detection.inference.draw import draw_boxes
 from detection.inference.predictor import resolve_precision
 from detection.inference.tiling import merge_detections, tile_windows
+from detection.inspect.records import error_problem, result_problem
 from detection.inspect.sources import discover_inputs, shard_items
 from detection.inspect.writer import (
     JsonlAppender,
     RankLock,
     ShardedJsonlWriter,
+    drop_bad_lines,
     iter_records,
+    read_sound,
     repair_tail,
 )
 from detection.models.checkpoint import FORMAT_VERSION, CheckpointMeta
@@ -224,3 +227,61 @@ def test_draw_boxes_marks_the_box(tmp_path: Path) -> None:
     assert image.sum() == 0  # the input is not modified
     assert drawn[30, 10].any() and drawn[30, 50].any() and not drawn[30, 30].any()
     assert os.path.exists(tmp_path)
+
+
+SOUND = {"image": "a", "width": 8, "height": 6, "decision": "pass", "detections": []}
+DEFECT = {
+    "bbox": [1, 2, 3, 4.5], "score": 0.9, "label": 1, "class_name": "s", "category_id": 7,
+    "fail": True,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"garbage", "not a JSON line"),
+        (b"\xff\xfe", "not a JSON line"),
+        (b"[" * 100000 + b"]" * 100000, "not a JSON line"),  # too deep for the parser
+        (b"[1]", "not a JSON object"),
+        (json.dumps({**SOUND, "image": 3}).encode(), "field 'image'"),
+        (json.dumps({k: v for k, v in SOUND.items() if k != "width"}).encode(), "field 'width'"),
+        (json.dumps({**SOUND, "decision": "maybe"}).encode(), "field 'decision'"),
+        (json.dumps({**SOUND, "detections": {}}).encode(), "field 'detections'"),
+        (json.dumps({**SOUND, "detections": [{**DEFECT, "bbox": [1]}]}).encode(), "'bbox'"),
+        (json.dumps({**SOUND, "detections": [{**DEFECT, "fail": 1}]}).encode(), "'fail'"),
+        (b'{"image": "a", "width": 8, "height": 6, "decision": "pass", "detections": '
+         b'[{"bbox": [1, 2, 3, NaN], "score": 1, "label": 1, "class_name": "s", '
+         b'"category_id": 7, "fail": false}]}', "'bbox'"),
+    ],
+)  # fmt: skip
+def test_a_bad_line_anywhere_in_a_shard_is_found_and_dropped(
+    tmp_path: Path, line: bytes, problem: str
+) -> None:
+    good = [json.dumps(SOUND).encode(), json.dumps({**SOUND, "detections": [DEFECT]}).encode()]
+    path = tmp_path / "part-00000-00000.jsonl"
+    path.write_bytes(good[0] + b"\n" + line + b"\n" + good[1] + b"\n" + b'{"image": "torn')
+    records, bad = read_sound(path, result_problem)
+    assert len(records) == 2 and [(b.line, b.path) for b in bad] == [(2, path)]
+    assert problem in bad[0].problem and str(bad[0]).startswith(f"{path} line 2: ")
+    assert "\n" not in str(bad[0])
+    assert drop_bad_lines(path, result_problem, fsync=False) == bad
+    assert path.read_bytes() == good[0] + b"\n" + good[1] + b"\n"  # the good bytes as written
+    assert drop_bad_lines(path, result_problem, fsync=False) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file
+
+
+def test_dropping_bad_lines_on_a_full_disk_leaves_the_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "errors.jsonl"
+    original = b'{"image": "a", "error": "x"}\ngarbage\n'
+    path.write_bytes(original)
+
+    def full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OutputError, match="errors.jsonl: cannot write \\(No space left"):
+        drop_bad_lines(path, error_problem, fsync=False)
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

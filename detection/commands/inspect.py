@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from detection.commands.common import (
     EXIT_INPUT_ERRORS,
@@ -15,13 +16,16 @@ from detection.commands.common import (
 )
 from detection.core.errors import DetectionError
 from detection.core.interrupt import sigterm_as_interrupt
+from detection.core.thresholds import Thresholds
+from detection.inference.openvino_model import is_openvino, start_line
 from detection.inference.predictor import PRECISIONS
 from detection.inspect.job import InspectConfig, run_inspect
 
 EPILOG = """\
 exit status:
   0    every input was inspected
-  2    bad arguments, checkpoint or output folder (one line on stderr)
+  2    bad arguments, checkpoint or output folder, or an output that cannot be written
+       (a full disk): one line on stderr; what was written stays, a rerun resumes
   3    the job finished but some inputs could not be read: see OUT/errors.jsonl
   130  interrupted (Ctrl-C or SIGTERM): run the same command again to resume
 
@@ -36,7 +40,13 @@ outputs (in --output):
 
 Detections with score >= --report-threshold are listed; those >= their class threshold have
 "fail": true and fail the image. A job that is killed resumes where it stopped when the same
-command is run again; each image ends up in the output exactly once.
+command is run again; each image ends up in the output exactly once. A result line that does
+not parse or lacks a field is reported (file and line number), dropped, and its image inspected
+again; summary.json says "complete": true only when every input has one sound line.
+
+An image's result does not depend on the batch it ran in: only images of the same size are
+batched together, so --batch-size, the device and the model format (.ckpt, .onnx) do not change
+a decision. --tile below a quarter of the model's input size is refused (exit 2).
 """
 
 
@@ -85,8 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_threshold_arguments(parser)
     parser.add_argument(
+        "--thresholds",
+        dest="thresholds_file",
+        metavar="FILE",
+        help="json {class_name: threshold} (as the HTML report's button writes it, or a "
+        "metrics.json: its calibrated_thresholds); --threshold values win",
+    )
+    parser.add_argument(
         "--tile", type=int, help="cut images into TILE x TILE windows (for images much larger "
-        "than the training size); detections are merged with class-wise NMS",
+        "than the training size); detections are merged with class-wise NMS. A tile below a "
+        "quarter of the model's input size (min_size) is refused (exit 2): the model would "
+        "enlarge every tile more than 4x and cut each image into very many tiles",
     )  # fmt: skip
     parser.add_argument(
         "--overlap", type=float, help="overlap of neighbouring tiles (default %(default)s)"
@@ -101,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--coco-results", action="store_true", help="also write coco_results.json")
     parser.add_argument("--csv", action="store_true", help="also write results.csv")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the HTML report, OUT/report/index.html (see `detection report`)",
+    )
     parser.add_argument(
         "--shard-lines", type=int, help="lines per results file (default %(default)s)"
     )
@@ -125,11 +149,28 @@ def main(argv: list[str]) -> int:
         return _run(args, terminated)
 
 
+def _thresholds(args: argparse.Namespace) -> Thresholds | None:
+    """--thresholds FILE, then --threshold values over it."""
+    given = Thresholds.parse(args.threshold)
+    if args.thresholds_file is None:
+        return given
+    # The file format of `detection evaluate --thresholds`, read by the same function.
+    from detection.commands.evaluate import _load_thresholds
+
+    return Thresholds(per_class=_load_thresholds(Path(args.thresholds_file))).updated(given)
+
+
 def _run(args: argparse.Namespace, terminated: list[bool]) -> int:
     try:
         # --threshold is every command's spelling of the one Thresholds option.
-        config = InspectConfig.from_args(args, thresholds=args.threshold)
+        config = InspectConfig.from_args(args, thresholds=_thresholds(args))
+        if is_openvino(config.checkpoint):  # which precision and CPU units will run
+            print(f"detection inspect: {start_line(config.checkpoint)}", file=sys.stderr)
         summary = run_inspect(config)
+        if args.report:
+            from detection.report import write_report
+
+            print(f"wrote {write_report(config.output, progress=config.progress)}")
     except KeyboardInterrupt:
         print("detection inspect: interrupted; run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -144,11 +185,18 @@ def _run(args: argparse.Namespace, terminated: list[bool]) -> int:
     rate = summary["images_per_s"]
     print(
         f"{summary['images']} images: {summary['passed']} passed, {summary['failed']} failed, "
-        f"{summary['errors']} unreadable; {summary['this_run']['images']} inspected now"
+        f"{summary['errors']} unreadable; this run: {summary['this_run']['inspected']} "
+        f"inspected, {summary['this_run']['errors']} unreadable"
         + (f" at {rate:.1f} images/s" if rate else "")
         + f"; results in {args.output}"
     )
-    if not summary["complete"]:
+    if summary["bad_lines"]:
+        print(
+            f"note: {summary['bad_lines']} lines of other ranks' result files are not sound; "
+            "the rank that wrote them drops them and inspects their images when it runs again",
+            file=sys.stderr,
+        )
+    elif not summary["complete"]:
         print(
             f"note: {summary['missing']} inputs have no result yet (other nodes still running?); "
             "run the same command again when they are done",

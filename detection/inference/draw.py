@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from detection.core.errors import OutputError
+from detection.core.run_folder import output_folder, temporary_path
 from detection.inference.predictor import Prediction
 
 # Distinct, saturated RGB colours; class i uses PALETTE[i % len(PALETTE)].
@@ -67,11 +70,26 @@ def draw_prediction(
 
 
 def save_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 90) -> None:
-    """Write an RGB uint8 image; the format follows the file extension."""
+    """Write an RGB uint8 image through a temporary file; the format follows the extension.
+
+    Raises:
+        OutputError: the image cannot be encoded or written (a full disk, a read-only folder);
+        neither a partial image nor a temporary file is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = (
-        [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in {".jpg", ".jpeg"} else []
-    )
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
-        raise OSError(f"{path}: could not write the image")
+    jpeg = path.suffix.lower() in {".jpg", ".jpeg"}
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if jpeg else []
+    try:
+        ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OutputError(path, f"cannot encode an image as '{path.suffix}'")
+    output_folder(path.parent)
+    tmp = temporary_path(path)
+    try:
+        tmp.write_bytes(encoded.tobytes())
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError.from_os_error(path, error) from None

@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torchvision.ops import batched_nms
 
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in full-image pixels
+# The model resizes every tile to its input size (min_size). A tile below a quarter of it is
+# enlarged more than 4x, far from anything the model saw in training, and cuts an image into
+# very many windows: --tile 8 on 96 px images made 529 tiles an image and ran for minutes.
+MAX_TILE_ENLARGEMENT = 4
+TORCHVISION_MIN_SIZE = 800  # torchvision's default min_size, when a model does not set one
+
+
+def model_input_size(model_args: Mapping[str, Any]) -> int:
+    """The short side a model resizes its inputs to at inference (its last min_size)."""
+    size = model_args.get("min_size", TORCHVISION_MIN_SIZE)
+    if isinstance(size, Sequence) and not isinstance(size, str):
+        size = size[-1] if size else TORCHVISION_MIN_SIZE
+    return int(size)
+
+
+def smallest_tile(model_args: Mapping[str, Any]) -> int:
+    """The smallest tile `check_tile` accepts for a model: a quarter of its input size."""
+    return math.ceil(model_input_size(model_args) / MAX_TILE_ENLARGEMENT)
+
+
+def check_tile(tile: int | None, model_args: Mapping[str, Any]) -> None:
+    """Refuse a tile far below the model's input size (see MAX_TILE_ENLARGEMENT).
+
+    Raises:
+        ValueError: `tile` is below `smallest_tile(model_args)`, naming both.
+    """
+    if tile is None:
+        return
+    smallest = smallest_tile(model_args)
+    if tile < smallest:
+        size = model_input_size(model_args)
+        raise ValueError(
+            f"tile {tile} is far below the model's input size ({size} px): every tile would be "
+            f"enlarged {size / tile:.0f}x and an image cut into very many tiles; use a tile of "
+            f"at least {smallest} px (a quarter of the input size), or no tiling"
+        )
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:

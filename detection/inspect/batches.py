@@ -10,8 +10,10 @@ process, fed by workers that only decode.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +22,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from detection.core.errors import DetectionError
+from detection.core.errors import DetectionError, OutputError
 from detection.core.images import read_image, to_tensor
 from detection.inference.draw import draw_prediction, save_image
 from detection.inference.predictor import Detector, Prediction
+from detection.inspect.lifetime import worker_init
 
 
 @dataclass
@@ -32,6 +35,9 @@ class InspectedBatch:
 
     predictions: list[Prediction]
     bad: list[dict[str, Any]]  # {"path", "error", "type"} per image that could not be inspected
+    # (path, problem) of an output that could not be written (a full disk): the job stops. Carried
+    # as data, since a DataLoader worker's exception reaches the job as a multi-line traceback.
+    unwritable: tuple[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.predictions) + len(self.bad)
@@ -39,6 +45,10 @@ class InspectedBatch:
 
 def decode(path: str, max_pixels: int | None) -> dict[str, Any]:
     """One image as a CHW uint8 tensor item; a bad file becomes an error item, not an exception."""
+    if not is_utf8(path):
+        # The file would be read, but its name cannot be written to the results as text.
+        problem = f"the file name is not valid UTF-8 ({os.fsencode(path)!r}); rename the file"
+        return {"path": path, "image": None, "error": problem, "type": "InvalidInputError"}
     try:
         array = read_image(path, max_pixels)
     except Exception as err:  # noqa: BLE001 - any failure to decode one file must not stop the job
@@ -48,9 +58,18 @@ def decode(path: str, max_pixels: int | None) -> dict[str, Any]:
     return {"path": path, "image": to_tensor(array, torch.uint8), "error": None}
 
 
+def is_utf8(path: str) -> bool:
+    """False for a file name that is not valid UTF-8 (Python holds it with surrogate escapes)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def failed_image_name(path: str) -> str:
     """A unique, readable file name for the drawn copy of an image."""
-    digest = hashlib.sha1(path.encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:10]
     return f"{Path(path).stem}-{digest}.jpg"
 
 
@@ -80,13 +99,21 @@ class BatchInspector:
                     message = f"model failed on this image ({type(err).__name__}: {err})"
                     bad.append({"path": item["path"], "error": message, "type": "InferenceError"})
             good = kept
-        if self.drawn_dir is not None:
-            # Drawn before the line is written: a restart redraws an image, never misses one.
-            for item, prediction in zip(good, predictions, strict=True):
-                if not prediction.passed:
-                    drawn = draw_prediction(item["image"].permute(1, 2, 0).numpy(), prediction)
-                    save_image(self.drawn_dir / failed_image_name(item["path"]), drawn)
+        try:
+            self._draw(good, predictions)
+        except OutputError as err:
+            return InspectedBatch([], [], unwritable=(err.path, err.problem))
         return InspectedBatch(predictions, bad)
+
+    def _draw(self, items: list[dict[str, Any]], predictions: list[Prediction]) -> None:
+        """Save the failed images with their defects drawn, if asked to."""
+        if self.drawn_dir is None:
+            return
+        # Drawn before the line is written: a restart redraws an image, never misses one.
+        for item, prediction in zip(items, predictions, strict=True):
+            if not prediction.passed:
+                drawn = draw_prediction(item["image"].permute(1, 2, 0).numpy(), prediction)
+                save_image(self.drawn_dir / failed_image_name(item["path"]), drawn)
 
     def _predict(self, items: list[dict[str, Any]], batch_size: int) -> list[Prediction]:
         images = [item["image"] for item in items]
@@ -129,9 +156,15 @@ def inspected_batches(
     max_pixels: int | None,
 ) -> Iterator[InspectedBatch]:
     """The inspected batches of `paths` in order: on CPU the workers run the model, on CUDA this
-    process does, on batches the workers decoded."""
+    process does, on batches the workers decoded.
+
+    Raises:
+        OutputError: a drawn image could not be written (its batch is not returned).
+    """
     device = inspector.detector.device
-    in_workers = device.type == "cpu"
+    # A runtime whose threads do not survive fork (OpenVINO) stays here, as a CUDA model does.
+    forkable = getattr(inspector.detector.model, "runs_in_forked_workers", True)
+    in_workers = device.type == "cpu" and forkable
     loader = DataLoader(
         BatchFiles(paths, inspector.batch_size, max_pixels, inspector if in_workers else None),
         batch_size=None,
@@ -140,9 +173,13 @@ def inspected_batches(
         pin_memory=device.type == "cuda",
         # Two batches in flight per worker keep the model fed without hoarding memory.
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=functools.partial(worker_init, os.getpid()) if workers > 0 else None,
     )
     for batch in loader:
-        yield batch if in_workers else inspector(batch)
+        inspected = batch if in_workers else inspector(batch)
+        if inspected.unwritable is not None:
+            raise OutputError(*inspected.unwritable)
+        yield inspected
 
 
 def check_model_runs(detector: Detector, checkpoint: str | Path) -> None:

@@ -93,6 +93,7 @@ class InspectConfig:
             raise ValueError(f"node_rank {self.node_rank} is outside 0..{self.num_nodes - 1}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        check_device_name(self.device)
 
     def batch_size_on(self, device: torch.device) -> int:
         """batch_size, or the default for the device."""
@@ -108,6 +109,22 @@ class InspectConfig:
             return self.workers
         cores = max(1, usable_cores() // self.devices)
         return cores if device.type == "cpu" else min(4, cores)
+
+
+def check_device_name(device: str) -> None:
+    """Refuse a device a job cannot run on, before a model is loaded for it.
+
+    Raises:
+        ValueError: `device` is not 'auto', 'cpu', 'cuda' or 'cuda:N', in one line.
+    """
+    if str(device) == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device '{device}' is not one of auto, cpu, cuda or cuda:N")
 
 
 def usable_cores() -> int:

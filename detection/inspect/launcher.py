@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 from dataclasses import asdict
 
@@ -12,13 +13,19 @@ from detection.core.errors import DetectionError
 from detection.inference.predictor import resolve_device
 from detection.inspect.batches import check_model_runs
 from detection.inspect.config import InspectConfig, usable_cores
+from detection.inspect.lifetime import die_with_parent
 from detection.inspect.rank import RankStats, run_rank
 
 
 def _rank_process(
-    config: InspectConfig, local_rank: int, inputs: list[str], results: multiprocessing.Queue
+    config: InspectConfig,
+    local_rank: int,
+    inputs: list[str],
+    results: multiprocessing.Queue,
+    parent_pid: int,
 ) -> None:
     """Entry point of one spawned rank: its own device, its own shard."""
+    die_with_parent(parent_pid)  # a SIGKILLed launcher leaves no rank running
     rank = config.node_rank * config.devices + local_rank
     try:
         if resolve_device(config.device).type == "cuda":
@@ -45,7 +52,9 @@ def run_spawned(config: InspectConfig, inputs: list[str]) -> list[RankStats]:
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     results = context.Queue()
     processes = [
-        context.Process(target=_rank_process, args=(config, r, inputs, results), daemon=False)
+        context.Process(
+            target=_rank_process, args=(config, r, inputs, results, os.getpid()), daemon=False
+        )
         for r in range(config.devices)
     ]
     for process in processes:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from detection.core.coco_format import results
-from detection.core.run_folder import temporary_path, write_atomic
+from detection.core.run_folder import temporary_path, write_atomic, writing
 from detection.inspect.config import InspectConfig
 from detection.inspect.rank import RankStats
-from detection.inspect.writer import iter_errors, iter_results
+from detection.inspect.writer import bad_lines, iter_errors, iter_results
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -84,6 +84,9 @@ def summarize_job(
     # Ranks run side by side: the rate is the images of all of them over the slowest loop.
     loop_seconds = max((r.seconds for r in runs), default=0.0)
     missing = sum(1 for path in inputs if path not in seen)
+    # Only a rank drops its own bad lines (it alone writes those files): another node's may
+    # still hold some, and then the job is not complete.
+    unsound = len(bad_lines(output))
     summary = {
         "output": str(output),
         "inputs": len(inputs),
@@ -93,13 +96,17 @@ def summarize_job(
         "errors": errors,
         "missing": missing,
         "duplicates": duplicates,
-        "complete": missing == 0 and duplicates == 0,
+        "bad_lines": unsound,
+        "complete": missing == 0 and duplicates == 0 and unsound == 0,
         "classes": classes,
         "thresholds": settings["thresholds"],
         "report_threshold": settings["report_threshold"],
         "images_per_s": round(inspected_now / loop_seconds, 3) if loop_seconds > 0 else None,
         "this_run": {
-            "images": inspected_now,
+            "images": inspected_now,  # inspected and unreadable together
+            "inspected": sum(r.inspected for r in runs),
+            "errors": sum(r.errors for r in runs),
+            "bad_lines_dropped": sum(r.bad_lines for r in runs),
             "seconds": round(seconds, 3),  # wall time, model loading included
             "loop_seconds": round(loop_seconds, 3),
             "ranks": [asdict(r) for r in runs],
@@ -126,8 +133,12 @@ def _csv_rows(record: dict[str, Any]) -> list[list[Any]]:
 
 def _write_csv(path: Path, rows: list[list[Any]]) -> None:
     tmp = temporary_path(path)
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with writing(path), open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(rows)
+        with writing(path):
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when the replace succeeded

@@ -8,6 +8,7 @@ last run leaves errors.jsonl; one still bad gets its line again).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from contextlib import closing
@@ -19,18 +20,21 @@ from tqdm import tqdm
 from detection.inference.predictor import Detector
 from detection.inspect.batches import BatchInspector, InspectedBatch, inspected_batches
 from detection.inspect.config import InspectConfig
+from detection.inspect.records import error_problem, result_problem
 from detection.inspect.sources import shard_items
 from detection.inspect.writer import (
     RESULTS_DIR,
     JsonlAppender,
     RankLock,
     ShardedJsonlWriter,
+    drop_bad_lines,
     error_file,
     filter_records,
     iter_results,
 )
 
 FAILED_DIR = "failed"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +46,7 @@ class RankStats:
     inspected: int = 0
     failed: int = 0
     errors: int = 0
+    bad_lines: int = 0  # unsound lines found in this rank's files and dropped before the run
     seconds: float = 0.0
 
     def count(self, batch: InspectedBatch) -> None:
@@ -56,6 +61,22 @@ def done_images(output: str | Path) -> set[str]:
     return {r["image"] for r in iter_results(output) if isinstance(r.get("image"), str)}
 
 
+def drop_own_bad_lines(output: Path, rank: int, fsync: bool) -> int:
+    """Drop the lines of this rank's result and error files that are not sound records, each
+    reported in one line; their images have no sound line left, so they are inspected again."""
+    dropped = [
+        *(
+            bad
+            for shard in sorted((output / RESULTS_DIR).glob(f"part-{rank:05d}-*.jsonl"))
+            for bad in drop_bad_lines(shard, result_problem, fsync)
+        ),
+        *drop_bad_lines(error_file(output, rank), error_problem, fsync),
+    ]
+    for bad in dropped:
+        log.warning("%s; dropped, its image is inspected again", bad)
+    return len(dropped)
+
+
 def run_rank(
     config: InspectConfig,
     rank: int,
@@ -66,6 +87,7 @@ def run_rank(
     output = Path(config.output)
     stats = RankStats(rank=rank)
     with RankLock(output, rank):
+        stats.bad_lines = drop_own_bad_lines(output, rank, config.fsync)
         mine = shard_items(inputs, rank, config.world_size)
         done = done_images(output)
         todo = [p for p in mine if p not in done]

@@ -93,7 +93,9 @@ def shard_of(path: str, world_size: int) -> int:
     Hashing the path (not its position in the list) keeps ownership fixed when files are added
     between runs or when two nodes list a folder at slightly different times.
     """
-    return zlib.crc32(path.encode("utf-8")) % world_size
+    # fsencode: a file name that is not valid UTF-8 arrives with surrogate escapes; for every
+    # other name these are its UTF-8 bytes, so ownership is the same as it always was.
+    return zlib.crc32(os.fsencode(path)) % world_size
 
 
 def shard_items(items: Sequence[str], rank: int, world_size: int) -> list[str]:

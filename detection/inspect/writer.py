@@ -7,6 +7,7 @@ truncates it before appending again, and readers ignore it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -15,9 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from detection.core.errors import DetectionError
+from detection.core.errors import DetectionError, first_line
+from detection.core.run_folder import writing
+from detection.inspect.records import BadLine, error_problem, result_problem
 
 RESULTS_DIR = "results"
+ProblemOf = Callable[[Any], str | None]  # why a parsed line is not a sound record
 _SHARD_RE = re.compile(r"part-(\d+)-(\d+)\.jsonl$")
 
 
@@ -51,16 +55,76 @@ def repair_tail(path: str | Path) -> int:
 
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """Records of the complete lines of a JSON Lines file; a partial or garbled line is skipped."""
+    for _, line in _complete_lines(path):
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def _complete_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based number, bytes) of each newline-terminated line; a torn last line is left out."""
     with open(path, "rb") as f:
-        for line in f:
+        for number, line in enumerate(f, 1):
             if not line.endswith(b"\n"):
                 return  # a writer is (or was killed) in the middle of this line
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
+            yield number, line
+
+
+def _parse(path: Path, number: int, line: bytes, problem_of: ProblemOf) -> dict | BadLine:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        return BadLine(path, number, f"not a JSON line ({first_line(err)})")
+    problem = problem_of(record)
+    return record if problem is None else BadLine(path, number, problem)
+
+
+def read_sound(path: str | Path, problem_of: ProblemOf) -> tuple[list[dict], list[BadLine]]:
+    """The sound records of a JSON Lines file's complete lines, and its bad lines: those that do
+    not parse or that `problem_of` finds a problem in."""
+    path = Path(path)
+    records, bad = [], []
+    for number, line in _complete_lines(path):
+        parsed = _parse(path, number, line, problem_of)
+        (bad if isinstance(parsed, BadLine) else records).append(parsed)
+    return records, bad
+
+
+def drop_bad_lines(path: str | Path, problem_of: ProblemOf, fsync: bool = True) -> list[BadLine]:
+    """Rewrite a JSON Lines file without its bad lines (and a torn last line), atomically;
+    returns the lines dropped. Only the process that appends to the file may call this."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    kept, bad = [], []
+    for number, line in _complete_lines(path):
+        parsed = _parse(path, number, line, problem_of)
+        if isinstance(parsed, BadLine):
+            bad.append(parsed)
+        else:
+            kept.append(line)  # the bytes as written, not a re-encoding
+    if bad:
+        _replace(path, kept, fsync)
+    return bad
+
+
+def _replace(path: Path, lines: Sequence[bytes], fsync: bool) -> None:
+    """Replace `path` by `lines` through a temporary file, removed again if the write fails."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with writing(path), open(tmp, "wb") as f:
+            f.write(b"".join(lines))
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        with writing(path):
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def filter_records(
@@ -75,13 +139,7 @@ def filter_records(
     kept = [r for r in records if keep(r)]
     if len(kept) == len(records):
         return 0  # a torn last line, if any, is the appender's to repair
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(b"".join(dumps_line(r) for r in kept))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _replace(path, [dumps_line(r) for r in kept], fsync)
     return len(records) - len(kept)
 
 
@@ -103,11 +161,17 @@ class JsonlAppender:
         self.lines = count_lines(self.path)
 
     def write(self, records: Sequence[dict[str, Any]]) -> None:
-        """Append records as complete lines and make them durable before returning."""
+        """Append records as complete lines and make them durable before returning.
+
+        Raises:
+            OutputError: the disk refused the write (full, read-only); a torn last line may be
+            left, which the next run repairs.
+        """
         if not records:
             return
-        self._file.write(b"".join(dumps_line(r) for r in records))
-        self._sync()
+        with writing(self.path):
+            self._file.write(b"".join(dumps_line(r) for r in records))
+            self._sync()
         self.lines += len(records)
 
     def _sync(self) -> None:
@@ -116,10 +180,20 @@ class JsonlAppender:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        """Flush and close the file."""
-        if not self._file.closed:
-            self._sync()
-            self._file.close()
+        """Flush and close the file.
+
+        Raises:
+            OutputError: the last lines could not be made durable (the file is closed anyway).
+        """
+        if self._file.closed:
+            return
+        try:
+            with writing(self.path):
+                self._sync()
+        finally:
+            # After a failed flush, close() retries it and fails again: the error above says so.
+            with contextlib.suppress(OSError):
+                self._file.close()
 
 
 class ShardedJsonlWriter:
@@ -199,15 +273,23 @@ def error_files(output: str | Path) -> list[Path]:
 
 
 def iter_results(output: str | Path) -> Iterator[dict[str, Any]]:
-    """Every complete result record of a job, shard by shard."""
+    """Every sound result record of a job, shard by shard (bad lines left out)."""
     for path in result_files(output):
-        yield from iter_records(path)
+        yield from read_sound(path, result_problem)[0]
 
 
 def iter_errors(output: str | Path) -> Iterator[dict[str, Any]]:
-    """Every complete error record of a job."""
+    """Every sound error record of a job (bad lines left out)."""
     for path in error_files(output):
-        yield from iter_records(path)
+        yield from read_sound(path, error_problem)[0]
+
+
+def bad_lines(output: str | Path) -> list[BadLine]:
+    """The lines of every rank's result and error files that are not sound records."""
+    found = [bad for path in result_files(output) for bad in read_sound(path, result_problem)[1]]
+    return found + [
+        bad for path in error_files(output) for bad in read_sound(path, error_problem)[1]
+    ]
 
 
 class RankLock:
