@@ -12,14 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from detection.core.errors import InvalidInputError
+from detection.commands.common import EXIT_USAGE, CommandParser
+from detection.core.errors import DetectionError, InvalidInputError, OutputError, first_line
+from detection.core.run_folder import output_folder, write_atomic
 
 if TYPE_CHECKING:
     from detection.data.lint import LintResult
 
 
+LINT_EPILOG = """exit status:
+  0  no errors (warnings allowed)
+  1  the file has errors (each printed, with a count per kind)
+  2  the json cannot be read at all (missing, not a regular file, not UTF-8) or a bad
+     argument: one error line"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detection data", description=__doc__)
+    parser = CommandParser(prog="detection data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="generate a synthetic defect dataset (COCO)")
@@ -59,7 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         "reject the conversion with an error naming the box",
     )
 
-    lint = sub.add_parser("lint", help="check a COCO file and its images")
+    lint = sub.add_parser(
+        "lint",
+        help="check a COCO file and its images (exit 1 on errors)",
+        epilog=LINT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     lint.add_argument("annotations", type=Path, help="COCO json")
     lint.add_argument("--images", type=Path, help="image folder that file_name is relative to")
     lint.add_argument("--decode", action="store_true", help="fully decode every image (slower)")
@@ -74,9 +88,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_synth(args: argparse.Namespace) -> None:
+    """Refuse settings that would fail deep inside, or write a dataset with an empty split."""
+    from detection.data.synthetic import DEFAULT_SPLITS, MIN_DEFECT_SIZE, split_counts
+
+    if args.size < MIN_DEFECT_SIZE:
+        raise InvalidInputError(
+            None, f"--size must be at least {MIN_DEFECT_SIZE} pixels, got {args.size}"
+        )
+    if not 0.0 <= args.negative_fraction <= 1.0:
+        raise InvalidInputError(
+            None, f"--negative-fraction must be in 0..1, got {args.negative_fraction}"
+        )
+    if args.max_defects < 1:
+        raise InvalidInputError(None, f"--max-defects must be at least 1, got {args.max_defects}")
+    counts = split_counts(max(args.images, 0), DEFAULT_SPLITS)
+    empty = [split for split, count in counts.items() if count == 0]
+    if empty:
+        least = next(n for n in range(1, 100) if min(split_counts(n, DEFAULT_SPLITS).values()))
+        raise InvalidInputError(
+            None,
+            f"--images {args.images} leaves no image for {', '.join(empty)} (the splits take "
+            f"{DEFAULT_SPLITS}); use at least {least}",
+        )
+    if args.out.exists() and not args.out.is_dir():
+        raise OutputError(args.out, "is a file; --out names the folder to write the dataset into")
+
+
 def _synth(args: argparse.Namespace) -> int:
     from detection.data.synthetic import generate_dataset
 
+    _check_synth(args)
     start = time.perf_counter()
     paths = generate_dataset(
         args.out,
@@ -98,9 +140,8 @@ def _write_voc_classes(coco: dict, out: Path) -> None:
     names = [c["name"] for c in coco["categories"]]
     if not names:
         raise InvalidInputError(None, "the XML files name no objects; pass --classes")
-    path = out.parent / "classes.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{name}\n" for name in names))
+    path = output_folder(out.parent) / "classes.txt"
+    write_atomic(path, "".join(f"{name}\n" for name in names))
     print(f"classes (from the XML files, sorted): {', '.join(names)}")
     print(f"wrote {path}; convert other splits with --classes {path} to keep the same ids")
 
@@ -112,6 +153,7 @@ def _convert(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             None, f"convert goes between coco and voc/yolo, not {args.source} -> {args.target}"
         )
+    _check_convert_out(args.out, args.target)
     if args.target == "coco":
         if args.classes is None and args.source == "yolo":
             raise InvalidInputError(None, "--classes is required to convert yolo to coco")
@@ -131,6 +173,18 @@ def _convert(args: argparse.Namespace) -> int:
     # Every annotation is written (its image and category are checked), or the run fails.
     print(f"{len(written)} {args.target} files, {len(coco['annotations'])} boxes -> {args.out}")
     return 0
+
+
+def _check_convert_out(out: Path, target: str) -> None:
+    """--out is a json file for coco and a folder for voc/yolo: refuse the wrong kind first."""
+    if target == "coco":
+        if out.is_dir():
+            raise OutputError(out, "is a folder; --out names the COCO json file to write")
+        parent = next((p for p in out.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise OutputError(parent, f"is a file, not a folder to write {out.name} into")
+    elif out.exists() and not out.is_dir():
+        raise OutputError(out, f"is a file; --out names the folder to write {target} files into")
 
 
 @contextlib.contextmanager
@@ -197,10 +251,10 @@ def main(argv: list[str]) -> int:
     handlers = {"synth": _synth, "convert": _convert, "lint": _lint}
     try:
         return handlers[args.command](args)
-    except InvalidInputError as exc:
+    except DetectionError as exc:
         # The top-level CLI may also catch this; printing here keeps `main` usable on its own.
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

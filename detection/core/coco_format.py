@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from detection.core.errors import InvalidInputError
+from detection.core.files import check_regular_file
 
 ERROR = "error"
 WARNING = "warning"
@@ -111,9 +110,8 @@ def is_number(value: Any) -> bool:
 
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file; a missing, unreadable or malformed file raises InvalidInputError."""
+    check_regular_file(path)  # a FIFO or device would block or never end
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
-            raise InvalidInputError(path, "not a regular file")
         with open(path, "rb") as handle:
             return json.load(handle)
     except FileNotFoundError:
@@ -145,6 +143,19 @@ def raise_first(findings: Iterable[Finding], source: str | Path) -> None:
 def validate(data: Any, rules: Rules = LINT_RULES) -> list[Finding]:
     """Every problem of a parsed COCO file under ``rules``, in file order by section."""
     return _Validator(rules).run(data)
+
+
+def size_mismatch(
+    declared: tuple[float, float], actual: tuple[int, int], path: str | Path, how: str = "header"
+) -> str | None:
+    """The one message for an image whose (width, height) is not the one its record declares,
+    or None when they agree; ``how`` says where the actual size came from (header, decoding)."""
+    if (float(actual[0]), float(actual[1])) == (float(declared[0]), float(declared[1])):
+        return None
+    return (
+        f"the json says {declared[0]:g}x{declared[1]:g} but the {how} of {path} "
+        f"says {actual[0]}x{actual[1]}"
+    )
 
 
 def record_name(section: str, index: int, item: Any) -> str:

@@ -10,7 +10,6 @@ blocks its reader forever, and a device may never end.
 from __future__ import annotations
 
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from detection.core.errors import ImageReadError, InvalidInputError
+from detection.core.files import not_regular
 
 # Extensions OpenCV decodes; compared lower-case.
 IMAGE_EXTENSIONS = frozenset(
@@ -42,22 +42,6 @@ _FLOAT_SLACK = 1e-3  # arithmetic that should give 1.0 may give 1.0000001
 _PIXEL_DTYPES = "uint8, uint16 or float in 0..1"
 
 
-def _not_regular(mode: int) -> str | None:
-    """Why a file of this st_mode must not be read as an image, or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "is a directory, not an image file"
-    kinds = {
-        stat.S_ISFIFO: "a named pipe (FIFO)",
-        stat.S_ISSOCK: "a socket",
-        stat.S_ISCHR: "a character device",
-        stat.S_ISBLK: "a block device",
-    }
-    kind = next((name for test, name in kinds.items() if test(mode)), "a special file")
-    return f"is {kind}, not a regular file"
-
-
 def open_regular(path: str | Path) -> BinaryIO:
     """Open a non-empty regular file for binary reading; anything else is an ImageReadError.
 
@@ -65,7 +49,7 @@ def open_regular(path: str | Path) -> BinaryIO:
     descriptor: a non-blocking open returns at once even if a FIFO replaced the file meanwhile.
     """
     try:
-        problem = _not_regular(os.stat(path).st_mode)
+        problem = not_regular(os.stat(path).st_mode, "an image file")
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except OSError as error:
@@ -80,7 +64,7 @@ def open_regular(path: str | Path) -> BinaryIO:
                 path, f"cannot open the file ({error.strerror or error})"
             ) from None
         status = os.fstat(fd)
-        problem = _not_regular(status.st_mode)
+        problem = not_regular(status.st_mode, "an image file")
         if problem is None and status.st_size == 0:
             problem = "file is empty (0 bytes)"
         if problem is None:

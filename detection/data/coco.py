@@ -15,8 +15,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detection.core.coco_format import raise_first, read_coco, read_json, record_name, validate
+from detection.core.coco_format import (
+    raise_first,
+    read_coco,
+    read_json,
+    record_name,
+    size_mismatch,
+    validate,
+)
 from detection.core.errors import ImageReadError, InvalidInputError
+from detection.core.files import check_regular_file
 from detection.core.images import MAX_PIXELS, image_size, read_image, to_tensor
 from detection.data.transforms import apply_transforms, keeps_gray
 
@@ -39,7 +47,7 @@ def read_categories(path: str | Path) -> tuple[list[int], list[str]]:
     Large files are memory-mapped and only the "categories" list is decoded; when that list
     cannot be found unambiguously the whole file is parsed.
     """
-    path = Path(path)
+    path = check_regular_file(path)  # before the memory map: opening a FIFO blocks
     categories = _scan_categories(path)
     if categories is None:
         categories = read_coco(path)["categories"]
@@ -161,6 +169,20 @@ class CocoDetection(Dataset):
         x2 = np.clip(boxes[:, 0] + boxes[:, 2], 0.0, width)
         y2 = np.clip(boxes[:, 1] + boxes[:, 3], 0.0, height)
         valid = (x2 > x1) & (y2 > y1)
+        clipped = valid & (
+            (x1 != boxes[:, 0])
+            | (y1 != boxes[:, 1])
+            | (x2 != boxes[:, 0] + boxes[:, 2])
+            | (y2 != boxes[:, 1] + boxes[:, 3])
+        )
+        if clipped.any():
+            first = int(kept_positions[np.flatnonzero(clipped)[0]])
+            warnings.warn(
+                f"{file}: clipped {int(clipped.sum())} boxes reaching outside their image to it "
+                "(data lint reports them as errors; fix them there to train on the boxes you "
+                f"meant), the first is {record_name('annotations', first, annotations[first])}",
+                stacklevel=3,
+            )
         if not valid.all():
             first = int(kept_positions[np.flatnonzero(~valid)[0]])
             warnings.warn(
@@ -270,13 +292,11 @@ class CocoDetection(Dataset):
             image = read_image(path, max_pixels=self.max_pixels, keep_gray=self.keeps_gray)
         except ImageReadError as error:
             raise ImageReadError(path, error.problem, record=record, field="file_name") from None
-        height, width = int(self._sizes[index, 0]), int(self._sizes[index, 1])
-        if image.shape[:2] != (height, width):
+        declared = (int(self._sizes[index, 1]), int(self._sizes[index, 0]))
+        problem = size_mismatch(declared, (image.shape[1], image.shape[0]), path, "decoded image")
+        if problem is not None:
             raise InvalidInputError(
-                self.annotation_file,
-                f"the json says {width}x{height} but {path} decodes to {image.shape[1]}x{image.shape[0]}",
-                record=record,
-                field="width/height",
+                self.annotation_file, problem, record=record, field="width/height"
             )
         start, end = self._starts[index], self._ends[index]
         boxes = self._boxes[start:end].copy()

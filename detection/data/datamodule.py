@@ -18,9 +18,11 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from detection.core.coco_format import read_coco
 from detection.core.errors import InvalidInputError
 from detection.core.images import MAX_PIXELS, to_float_image
+from detection.core.lightning_private import uses_distributed_sampler
 from detection.data.coco import CocoDetection, read_categories
 from detection.data.device_transforms import DEFAULT_DEVICE_TRANSFORMS, build_device_transforms
 from detection.data.image_check import check_images
+from detection.data.image_folder import ImageFolder
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
 from detection.data.transforms import DEFAULT_TRAIN_TRANSFORMS, build_transforms
 
@@ -73,6 +75,21 @@ class CocoDataModule(L.LightningDataModule):
     ``setup`` fails before the work on an empty split and, with ``check_images`` (the default),
     on any image of its splits that is not a readable regular file of the size its json says
     (headers only, in parallel; see detection.data.image_check).
+
+    Args:
+        {split}_annotations, {split}_images: a split's COCO json and image folder (train, val,
+            test, predict); the predict split may be a folder alone (unlabelled images, sorted).
+        batch_size, eval_batch_size: images per training / evaluation batch (eval default:
+            batch_size). num_workers, pin_memory, persistent_workers: as DataLoader's.
+        train_transforms, eval_transforms, device_transforms, min_visibility: see above.
+        aspect_ratio_group_factor: training batches group images by aspect ratio into 2k + 1
+            bins (torchvision's references); -1 turns grouping off.
+        max_pixels: refuse larger images before decoding (None: no limit).
+
+    Raises:
+        InvalidInputError: a batch size under 1, negative workers, images without their json,
+            a bad transform spec; later (properties, setup) a missing or malformed json, splits
+            with other categories, an empty split or an unreadable image.
     """
 
     def __init__(
@@ -115,7 +132,7 @@ class CocoDataModule(L.LightningDataModule):
             ("test", test_annotations, test_images),
             ("predict", predict_annotations, predict_images),
         ):
-            if ann_file is None and images is not None:
+            if ann_file is None and images is not None and split != "predict":
                 raise InvalidInputError(
                     None,
                     f"{split}_images is set but {split}_annotations is not",
@@ -123,6 +140,8 @@ class CocoDataModule(L.LightningDataModule):
                 )
             self._annotations[split] = Path(ann_file) if ann_file is not None else None
             self._images[split] = _default_image_root(Path(ann_file), images) if ann_file else None
+        if predict_annotations is None and predict_images is not None:
+            self._images["predict"] = Path(predict_images)  # a folder of unlabelled images
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -188,7 +207,7 @@ class CocoDataModule(L.LightningDataModule):
             None: SPLITS,
         }[stage]
         for split in needed:
-            if self._annotations[split] is not None and split not in self.datasets:
+            if self._images[split] is not None and split not in self.datasets:
                 self.datasets[split] = self._build_dataset(split)
         if stage == "fit" and "train" not in self.datasets:
             raise InvalidInputError(None, "fit needs a training set", field="train_annotations")
@@ -202,7 +221,7 @@ class CocoDataModule(L.LightningDataModule):
         if len(dataset) == 0:
             kept = " with annotations" if dataset.drop_images_without_annotations else ""
             raise InvalidInputError(dataset.annotation_file, f"has no images{kept}", field="images")
-        if self.check_images:
+        if self.check_images and isinstance(dataset, CocoDetection):
             trainer = self.trainer
             finished = check_images(
                 dataset,
@@ -213,9 +232,12 @@ class CocoDataModule(L.LightningDataModule):
                 raise SIGTERMException
         self._checked.add(split)
 
-    def _build_dataset(self, split: str) -> CocoDetection:
+    def _build_dataset(self, split: str) -> CocoDetection | ImageFolder:
         path = self._annotations[split]
         images = self._images[split]
+        if path is None and images is not None:
+            dtype = torch.uint8 if self.uint8_images else torch.float32
+            return ImageFolder(images, max_pixels=self.max_pixels, image_dtype=dtype)
         if path is None or images is None:
             raise InvalidInputError(
                 None, f"no {split} annotation file is configured", field=f"{split}_annotations"
@@ -240,7 +262,7 @@ class CocoDataModule(L.LightningDataModule):
             )
         return dataset
 
-    def _dataset(self, split: str) -> CocoDetection:
+    def _dataset(self, split: str) -> CocoDetection | ImageFolder:
         if split not in self.datasets:
             self.datasets[split] = self._build_dataset(split)
         return self.datasets[split]
@@ -307,7 +329,7 @@ class CocoDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """Prediction images in file order."""
+        """Prediction images in file order: a json's, or a folder's (sorted by path)."""
         return self._eval_loader("predict")
 
     def _eval_loader(self, split: str) -> DataLoader:
@@ -344,8 +366,7 @@ class CocoDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is not None:
             world_size, rank = int(trainer.world_size), int(trainer.global_rank)
-            connector = getattr(trainer, "_accelerator_connector", None)
-            lightning_shards = bool(getattr(connector, "use_distributed_sampler", True))
+            lightning_shards = uses_distributed_sampler(trainer)
         elif dist.is_available() and dist.is_initialized():
             world_size, rank, lightning_shards = dist.get_world_size(), dist.get_rank(), False
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detection.core.errors import ImageReadError, InvalidInputError
+from detection.core.files import regular_file_problem
 from detection.data.box_policy import BoxPolicy
 from detection.data.formats import (
     Coco,
@@ -26,7 +27,7 @@ def deeppcb_to_coco(root: str | Path, split: str) -> Coco:
     """The DeepPCB ``trainval`` or ``test`` split as COCO, file names relative to ``root``."""
     root = Path(root)
     list_file = root / f"{split}.txt"
-    if not list_file.is_file():
+    if not list_file.exists():  # anything else there is refused by read_text, a FIFO too
         raise InvalidInputError(list_file, "DeepPCB split list not found")
     policy = BoxPolicy("clip")
     images: list[dict] = []
@@ -42,9 +43,11 @@ def deeppcb_to_coco(root: str | Path, split: str) -> Coco:
         # The listed image name drops the '_test' suffix that the file on disk has.
         image_rel = Path(fields[0])
         image_rel = image_rel.with_name(f"{image_rel.stem}_test{image_rel.suffix}")
-        if not (root / image_rel).is_file():
+        problem = regular_file_problem(root / image_rel)
+        if problem is not None:
+            problem = "image file not found" if problem == "file not found" else problem
             raise ImageReadError(
-                root / image_rel, "image file not found", record=f"{list_file.name} line {line_no}"
+                root / image_rel, problem, record=f"{list_file.name} line {line_no}"
             )
         image_id = len(images) + 1
         # All DeepPCB crops are 640x640 (README); reading 1500 headers would only confirm it.

@@ -12,13 +12,14 @@ Box conventions at each file boundary:
 Every box follows data lint's rules (see `detection.data.box_policy`): a bad one is a one-line
 error, one reaching outside its image is clipped and counted (``boxes="clip"``) or refused
 (``boxes="reject"``). Files without a partner (a label file without an image, an image without a
-label file) are reported as a ConversionWarning.
+label file) and VOC ``<size>`` values other than the image's (whose own size is used) are counted
+in a ConversionWarning. Only regular files are read: a FIFO or device is a one-line error.
 """
 
 from __future__ import annotations
 
 import json
-import stat
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +32,10 @@ from detection.core.coco_format import (
     record_name,
     validate,
 )
-from detection.core.errors import InvalidInputError
+from detection.core.errors import InvalidInputError, OutputError
+from detection.core.files import check_regular_file
 from detection.core.images import IMAGE_EXTENSIONS, image_size
+from detection.core.run_folder import output_folder, write_atomic
 from detection.data.box_policy import BoxPolicy, warn_unmatched
 
 Coco = dict[str, Any]
@@ -40,13 +43,9 @@ Coco = dict[str, Any]
 
 def read_text(path: str | Path) -> str:
     """A regular UTF-8 text file (a BOM allowed); anything else is a one-line InvalidInputError."""
-    path = Path(path)
+    path = check_regular_file(path)  # a FIFO would block the read forever
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read forever
-            raise InvalidInputError(path, "not a regular file")
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise InvalidInputError(path, "file not found") from None
     except OSError as exc:
         raise InvalidInputError(path, f"cannot read the file ({exc.strerror or exc})") from None
     try:
@@ -75,10 +74,13 @@ def load_coco(path: str | Path) -> Coco:
 
 
 def save_coco(coco: Coco, path: str | Path) -> Path:
-    """Write COCO json with a stable layout (sorted keys) so outputs can be diffed."""
+    """Write COCO json atomically with sorted keys (diffable); OutputError when `path` is a
+    folder, a parent is a file, or the disk refuses."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(coco, indent=1, sort_keys=True) + "\n")
+    if path.is_dir():
+        raise OutputError(path, "is a folder; name the json file to write")
+    output_folder(path.parent)
+    write_atomic(path, json.dumps(coco, indent=1, sort_keys=True) + "\n")
     return path
 
 
@@ -112,12 +114,13 @@ def coco_annotation(
 
 
 def list_images(images_dir: str | Path) -> list[Path]:
-    """Image files under a folder (recursive), sorted by relative path."""
+    """Files with an image name under a folder (recursive), sorted by relative path; FIFOs too,
+    so that reading them refuses them in one line instead of leaving them out unseen."""
     root = Path(images_dir)
     if not root.is_dir():
         raise InvalidInputError(root, "images folder not found")
     return sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p for p in root.rglob("*") if not p.is_dir() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
 
 
@@ -137,6 +140,7 @@ def _voc_documents(annotations_dir: Path) -> list[tuple[Path, ET.Element]]:
         raise InvalidInputError(annotations_dir, "no .xml files found")
     documents = []
     for path in files:
+        check_regular_file(path)  # ElementTree would block on a FIFO
         try:
             documents.append((path, ET.parse(path).getroot()))
         except ET.ParseError as exc:
@@ -165,23 +169,18 @@ def voc_to_coco(
     policy = BoxPolicy(boxes)
     images: list[dict] = []
     annotations: list[dict] = []
+    disagreeing: list[str] = []
     for xml_path, root in documents:
         stem = xml_path.relative_to(annotations_dir).with_suffix("").as_posix()
         filename = (root.findtext("filename") or "").strip()
         candidates = [images_dir / Path(stem).parent / filename] if filename else []
         candidates += [images_dir / filename] if filename else []
-        image_path = next((p for p in candidates if p.is_file()), by_stem.get(stem))
+        image_path = next((p for p in candidates if p.exists()), by_stem.get(stem))
         if image_path is None:
             raise InvalidInputError(
                 xml_path, f"no image for this file in {images_dir}", field="filename"
             )
-        width = parse_number(root.findtext("size/width") or "0", xml_path, "size", "width")
-        height = parse_number(root.findtext("size/height") or "0", xml_path, "size", "height")
-        if width > 0 and height > 0:
-            width, height = int(width), int(height)
-        else:
-            # Some tools write 0 or leave <size> out; the image itself is the truth then.
-            width, height = image_size(image_path)
+        width, height = _voc_size(root, xml_path, image_path, disagreeing)
         image_id = len(images) + 1
         images.append(
             {
@@ -216,12 +215,33 @@ def voc_to_coco(
                 ann["difficult"] = 1
             annotations.append(ann)
     policy.warn(annotations_dir)
+    warn_unmatched("XML files declare a <size> other than their image's", disagreeing,
+                   "the image's own size is used")  # fmt: skip
     used = {image["file_name"] for image in images}
     unlabeled = [p for p in by_stem.values() if p.relative_to(images_dir).as_posix() not in used]
     warn_unmatched("images have no XML file", unlabeled, "not converted")
     return coco_dataset(
         images, annotations, classes, f"converted from Pascal VOC {annotations_dir}"
     )
+
+
+def _voc_size(
+    root: ET.Element, xml_path: Path, image_path: Path, disagreeing: list[str]
+) -> tuple[int, int]:
+    """The image's (width, height) from its header; a <size> that says otherwise is noted in
+    ``disagreeing``. The image is the truth: COCO sizes must match the pixels for training."""
+    declared = tuple(
+        parse_number(root.findtext(f"size/{key}") or "0", xml_path, "size", key)
+        for key in ("width", "height")
+    )
+    actual = image_size(image_path)
+    # Some tools write 0 or leave <size> out: nothing to disagree with then.
+    if all(value > 0 for value in declared) and declared != actual:
+        disagreeing.append(
+            f"{xml_path} says {declared[0]:g}x{declared[1]:g}, {image_path.name} is "
+            f"{actual[0]}x{actual[1]}"
+        )
+    return actual
 
 
 def _fmt(value: float) -> str:
@@ -234,8 +254,9 @@ def _sorted_categories(coco: Coco) -> list[dict]:
 
 
 def coco_to_voc(coco: Coco, out_dir: str | Path, boxes: str = "clip") -> list[Path]:
-    """Write one Pascal VOC XML per image (negatives included); return the written paths."""
-    out_dir = Path(out_dir)
+    """Write one Pascal VOC XML per image (negatives included); return the written paths.
+    Raises OutputError when `out_dir` is a file or the disk refuses a write."""
+    out_dir = output_folder(Path(out_dir))
     names = {c["id"]: c["name"] for c in coco["categories"]}
     by_image = _boxes_by_image(coco, BoxPolicy(boxes))
     written = []
@@ -257,8 +278,7 @@ def coco_to_voc(coco: Coco, out_dir: str | Path, boxes: str = "clip") -> list[Pa
                 ET.SubElement(box, key).text = _fmt(value)
         ET.indent(root)
         path = out_dir / file_name.with_suffix(".xml")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
+        write_atomic(output_folder(path.parent) / path.name, ET.tostring(root, encoding="unicode"))
         written.append(path)
     return written
 
@@ -285,7 +305,7 @@ def yolo_to_coco(
             {"id": image_id, "file_name": relative.as_posix(), "width": width, "height": height}
         )
         label_path = labels_dir / relative.with_suffix(".txt")
-        if not label_path.is_file():
+        if not os.path.lexists(label_path):  # anything there is read: a FIFO is refused
             unlabeled.append(image_path)
             continue
         for line_no, line in enumerate(read_text(label_path).splitlines(), start=1):
@@ -355,14 +375,15 @@ def _boxes_by_image(coco: Coco, policy: BoxPolicy) -> dict[Any, list[tuple[dict,
 
 
 def coco_to_yolo(coco: Coco, out_dir: str | Path, boxes: str = "clip") -> list[Path]:
-    """Write one YOLO label file per image (empty for negatives) and classes.txt; return label paths."""
+    """Write one YOLO label file per image (empty for negatives) and classes.txt; return label
+    paths. Raises OutputError when `out_dir` is a file or the disk refuses a write."""
     out_dir = Path(out_dir)
     categories = _sorted_categories(coco)
     # YOLO indices are positions in the id-sorted category list, so gaps in ids disappear.
     index = {c["id"]: i for i, c in enumerate(categories)}
     by_image = _boxes_by_image(coco, BoxPolicy(boxes))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "classes.txt").write_text("".join(f"{c['name']}\n" for c in categories))
+    output_folder(out_dir)
+    write_atomic(out_dir / "classes.txt", "".join(f"{c['name']}\n" for c in categories))
     written = []
     for im in coco["images"]:
         width, height = float(im["width"]), float(im["height"])
@@ -373,7 +394,6 @@ def coco_to_yolo(coco: Coco, out_dir: str | Path, boxes: str = "clip") -> list[P
                 f"{w / width:.8f} {h / height:.8f}\n"
             )
         path = out_dir / Path(im["file_name"]).with_suffix(".txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(lines))
+        write_atomic(output_folder(path.parent) / path.name, "".join(lines))
         written.append(path)
     return written

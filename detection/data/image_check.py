@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 
+from detection.core.coco_format import size_mismatch
 from detection.core.errors import ImageReadError, InvalidInputError
 from detection.core.images import image_size
 from detection.data.coco import CocoDetection
@@ -105,12 +106,6 @@ def _check_one(
         raise ImageReadError(
             json_file, f"{path}: {error.problem}", record=record, field="file_name"
         ) from None
-    declared_height, declared_width = int(size[0]), int(size[1])
-    if (width, height) != (declared_width, declared_height):
-        raise InvalidInputError(
-            json_file,
-            f"the json says {declared_width}x{declared_height} but the header of {path} "
-            f"says {width}x{height}",
-            record=record,
-            field="width/height",
-        )
+    problem = size_mismatch((int(size[1]), int(size[0])), (width, height), path)
+    if problem is not None:
+        raise InvalidInputError(json_file, problem, record=record, field="width/height")

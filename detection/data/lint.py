@@ -16,6 +16,7 @@ from detection.core.coco_format import (
     MalformedJsonError,
     image_files,
     read_json,
+    size_mismatch,
     validate,
 )
 from detection.core.errors import InvalidInputError
@@ -125,10 +126,6 @@ def _check_image(
     except InvalidInputError as exc:
         lint.add("unreadable-image", name, "file_name", f"{path}: {exc.problem}")
         return
-    if (float(actual[0]), float(actual[1])) != size:
-        lint.add(
-            "size-mismatch",
-            name,
-            "width/height",
-            f"json says {size[0]:g}x{size[1]:g}, {path.name} is {actual[0]}x{actual[1]}",
-        )
+    problem = size_mismatch(size, actual, path, "decoded image" if decode else "header")
+    if problem is not None:
+        lint.add("size-mismatch", name, "width/height", problem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -10,8 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detection.core.errors import OutputError
+from detection.core.run_folder import output_folder, write_atomic
+
 DEFAULT_CLASSES = ("scratch", "spot", "crack", "dent")
 DEFAULT_SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
+MIN_DEFECT_SIZE = 6  # pixels: the smallest defect drawn, and so the smallest image side
 
 # A defect is drawn into a local patch: an alpha mask (where it is) and an RGB layer (what it
 # looks like) or, for dents, a signed shading map added to the surface.
@@ -232,7 +237,7 @@ def render_image(
     return np.clip(np.round(image), 0, 255).astype(np.uint8), placed
 
 
-def _split_counts(num_images: int, splits: dict[str, float]) -> dict[str, int]:
+def split_counts(num_images: int, splits: dict[str, float]) -> dict[str, int]:
     """Images per split by largest remainder: shares are met as closely as whole images allow."""
     total = sum(splits.values())
     if total <= 0 or any(f < 0 for f in splits.values()):
@@ -245,6 +250,19 @@ def _split_counts(num_images: int, splits: dict[str, float]) -> dict[str, int]:
     return counts
 
 
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """Encode in memory, then write: cv2.imwrite reports a full disk only as False."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OutputError(path, "OpenCV could not encode the image")
+    try:
+        path.write_bytes(encoded.tobytes())
+    except OSError as error:
+        with contextlib.suppress(OSError):  # no half-written image left behind
+            path.unlink(missing_ok=True)
+        raise OutputError.from_os_error(path, error) from None
+
+
 def generate_dataset(
     out_dir: str | Path,
     *,
@@ -254,13 +272,22 @@ def generate_dataset(
     splits: dict[str, float] | None = None,
     negative_fraction: float = 0.15,
     classes: Sequence[str] = DEFAULT_CLASSES,
-    min_defect_size: int = 6,
+    min_defect_size: int = MIN_DEFECT_SIZE,
     max_defect_size: int | None = None,
     max_defects_per_image: int = 3,
 ) -> dict[str, Path]:
-    """Write a synthetic COCO dataset (image_size int or (width, height)); return split -> json path."""
+    """Write a synthetic COCO dataset (image_size int or (width, height)); return split -> json path.
+
+    Raises:
+        ValueError: an impossible setting (no images, a side smaller than ``min_defect_size``,
+            a negative fraction outside 0..1, ...).
+        OutputError: `out_dir` or a file in it cannot be written (a file in the way, read-only,
+            disk full); the json of a split is written atomically, after its images.
+    """
     splits = dict(DEFAULT_SPLITS if splits is None else splits)
     width, height = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if num_images < 1:
+        raise ValueError(f"num_images must be at least 1, got {num_images}")
     classes = tuple(classes)
     unknown = [c for c in classes if c not in RENDERERS]
     if unknown or not classes:
@@ -268,20 +295,28 @@ def generate_dataset(
     if not 0.0 <= negative_fraction <= 1.0:
         raise ValueError(f"negative_fraction must be in [0, 1], got {negative_fraction}")
     if max_defects_per_image < 1 or min_defect_size < 2:
-        raise ValueError("max_defects_per_image must be >= 1 and min_defect_size >= 2")
+        raise ValueError(
+            f"max_defects_per_image must be >= 1 (got {max_defects_per_image}) and "
+            f"min_defect_size >= 2 (got {min_defect_size})"
+        )
+    if min(width, height) < min_defect_size:
+        raise ValueError(
+            f"image_size must be at least min_defect_size ({min_defect_size}) pixels, "
+            f"got {width}x{height}"
+        )
     if max_defect_size is None:
         max_defect_size = int(0.4 * min(width, height))
     max_defect_size = max(max_defect_size, min_defect_size)
 
-    out = Path(out_dir)
-    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(out_dir))
+    output_folder(out / "annotations")
     categories = [
         {"id": i + 1, "name": name, "supercategory": "defect"} for i, name in enumerate(classes)
     ]
     category_id = {name: i + 1 for i, name in enumerate(classes)}
     paths: dict[str, Path] = {}
-    for split_index, (split, count) in enumerate(_split_counts(num_images, splits).items()):
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+    for split_index, (split, count) in enumerate(split_counts(num_images, splits).items()):
+        output_folder(out / "images" / split)
         # An exact number of negatives per split, at positions fixed by the seed.
         order = np.random.default_rng([seed, split_index, 1 << 20]).permutation(count)
         negatives = set(order[: int(round(count * negative_fraction))].tolist())
@@ -302,7 +337,7 @@ def generate_dataset(
                 max_defect_size=max_defect_size,
             )
             file_name = f"{split}/{split}_{index:05d}.png"
-            cv2.imwrite(str(out / "images" / file_name), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+            _write_png(out / "images" / file_name, pixels)
             image_id = index + 1
             images.append(
                 {"id": image_id, "file_name": file_name, "width": width, "height": height}
@@ -327,6 +362,6 @@ def generate_dataset(
             "categories": categories,
         }
         path = out / "annotations" / f"{split}.json"
-        path.write_text(json.dumps(coco, indent=1, sort_keys=True) + "\n")
+        write_atomic(path, json.dumps(coco, indent=1, sort_keys=True) + "\n")
         paths[split] = path
     return paths

@@ -7,6 +7,7 @@ Every stage writes into one folder and is skipped on a re-run when its output is
     OUT/checkpoints/      best-*.ckpt (by val/mAP), last.ckpt, training.json once training ended
     OUT/logs/             TensorBoard events and CSV metrics (`tensorboard --logdir OUT/logs`)
     OUT/inspection/       the batch inspection job over the test images (JSONL, summary.json, failed/)
+    OUT/inspection/report/index.html  the HTML inspection report of that job (detection report)
     OUT/report/           metrics.json, plots, examples/, README.md, summary.json
     OUT/timings.json      wall and CPU seconds per stage
 """
@@ -189,6 +190,10 @@ def run_demo(
     with timings.stage("report"):
         count = int(recipe["report"].get("annotated_images", 6))
         examples = draw_examples(report_dir, data["test"], images, detector, count)
+        # The HTML inspection report (detection report) of the job, with the test labels.
+        from detection.report import write_report
+
+        write_report(out / "inspection", gt=data["test"], images=images, progress=progress)
     sizes = {split: len(json.loads(path.read_text())["images"]) for split, path in data.items()}
     figures = key_figures(recipe, device, sizes, evaluation.report, inspection, timings, training)
     write_summary(out, figures, evaluation.report, examples)

@@ -6,9 +6,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from detection.core.errors import DetectionError
+from detection.core.errors import DetectionError, InvalidInputError
+from detection.core.files import read_yaml
 from detection.core.thresholds import Thresholds
 
 # Packaged with the code (configs/demo_*.yaml link here, for users to copy and edit).
@@ -34,9 +33,11 @@ def load_recipe(
     the test evaluation and the inspection instead of the calibrated ones.
     """
     path = Path(config) if config is not None else RECIPE_DIR / RECIPES[device]
-    if not path.is_file():
+    if not path.exists():
         raise DetectionError(f"{path}: demo recipe not found; pass one with --config")
-    recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    recipe = read_yaml(path) or {}  # a FIFO, bad UTF-8 or bad YAML: one line naming the file
+    if not isinstance(recipe, dict):
+        raise InvalidInputError(path, f"must be a mapping of sections {list(SECTIONS)}")
     unknown = sorted(set(recipe) - set(SECTIONS))
     if unknown:
         raise DetectionError(f"{path}: unknown sections {unknown}; known: {list(SECTIONS)}")
@@ -71,7 +72,38 @@ def load_recipe(
         # Lightning has no float16 on CPU, and bf16 autocast there is slower than float32.
         trainer["precision"] = "32"
     recipe["source"] = str(path)
+    _check_recipe(recipe, path)
     return recipe
+
+
+def _check_recipe(recipe: dict[str, Any], path: Path) -> None:
+    """Refuse, before anything is written, a dataset or a training no demo can finish."""
+    from detection.data.synthetic import DEFAULT_SPLITS, MIN_DEFECT_SIZE, split_counts
+
+    synthetic, trainer = recipe["synthetic"], recipe["trainer"]
+    images, size = synthetic.get("num_images", 200), synthetic.get("image_size", 256)
+    sides = size if isinstance(size, list | tuple) else [size]
+    problems = {
+        "synthetic.num_images": not isinstance(images, int)
+        or min(split_counts(max(images, 0), DEFAULT_SPLITS).values()) < 1,
+        "synthetic.image_size": not all(isinstance(v, int) and v >= MIN_DEFECT_SIZE for v in sides),
+        "trainer.max_steps": trainer.get("max_steps", -1) not in (-1, None)
+        and trainer["max_steps"] < 1,
+        "trainer.max_epochs": trainer.get("max_epochs", -1) not in (-1, None)
+        and trainer["max_epochs"] < 1,
+    }
+    rules = {
+        "synthetic.num_images": "enough images for one in each of train, val and test (--images)",
+        "synthetic.image_size": f"a side of at least {MIN_DEFECT_SIZE} pixels (--size)",
+        "trainer.max_steps": "1 or more (--steps), or -1",
+        "trainer.max_epochs": "1 or more (--epochs), or -1",
+    }
+    for field, bad in problems.items():
+        if bad:
+            section, key = field.split(".")
+            raise InvalidInputError(
+                path, f"must be {rules[field]}, got {recipe[section].get(key)!r}", field=field
+            )
 
 
 def describe_training(recipe: dict[str, Any], device: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,8 @@ class GroundTruth:
     source: str
     category_names: dict[int, str]
     image_ids: list[int]
+    # (width, height) of the images whose record gives both: results are checked against them
+    image_sizes: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def class_names(self) -> list[str]:
@@ -64,6 +68,11 @@ def load_ground_truth(gt: dict | str | Path | GroundTruth) -> GroundTruth:
         sorted((int(cat["id"]), str(cat.get("name", cat["id"]))) for cat in data["categories"])
     )
     image_ids = sorted(int(img["id"]) for img in data["images"])
+    image_sizes = {
+        int(img["id"]): (float(img["width"]), float(img["height"]))
+        for img in data["images"]
+        if is_number(img.get("width")) and is_number(img.get("height"))
+    }
     annotations = [
         {
             "id": i + 1,
@@ -80,7 +89,7 @@ def load_ground_truth(gt: dict | str | Path | GroundTruth) -> GroundTruth:
         "annotations": annotations,
         "categories": [{"id": k, "name": v} for k, v in category_names.items()],
     }
-    return GroundTruth(dataset, source, category_names, image_ids)
+    return GroundTruth(dataset, source, category_names, image_ids, image_sizes)
 
 
 def load_predictions(predictions: Sequence[dict] | str | Path, gt: GroundTruth) -> list[dict]:
@@ -108,6 +117,7 @@ def load_predictions(predictions: Sequence[dict] | str | Path, gt: GroundTruth) 
             np.array([row[3] for row in rows], dtype=np.float64),
         )
     image_col, category_col, boxes, scores = columns
+    _warn_if_xyxy(source, image_col, boxes, gt.image_sizes)
     areas = (boxes[:, 2] * boxes[:, 3]).tolist()
     return [
         {
@@ -126,6 +136,32 @@ def load_predictions(predictions: Sequence[dict] | str | Path, gt: GroundTruth) 
 
 
 _INT_TYPES = {int, np.int64, np.int32}
+XYXY_SHARE = 0.5  # results whose boxes mostly look like [x1, y1, x2, y2] get a warning
+
+
+class ResultsFormatWarning(UserWarning):
+    """Result boxes that look like ``[x1, y1, x2, y2]`` where COCO wants ``[x, y, w, h]``."""
+
+
+def _warn_if_xyxy(
+    source: str, image_ids: list[int], boxes: np.ndarray, sizes: Mapping[int, tuple[float, float]]
+) -> None:
+    """Warn, with the count, when most boxes reach past their image's right or bottom edge
+    while every "w" is at least x and every "h" at least y: what xyxy boxes read as xywh do."""
+    known = [i for i, image_id in enumerate(image_ids) if image_id in sizes]
+    if not known:
+        return
+    wh = np.array([sizes[image_ids[i]] for i in known], dtype=np.float64)
+    x, y, w, h = boxes[known].T
+    past = (x + w > wh[:, 0] + 1.0) | (y + h > wh[:, 1] + 1.0)
+    if past.mean() > XYXY_SHARE and (w >= x).all() and (h >= y).all():
+        warnings.warn(
+            f"{source}: {int(past.sum())} of {len(known)} boxes reach past their image's edge "
+            "and every w >= x, h >= y: these look like [x1, y1, x2, y2] boxes; COCO results "
+            "are [x, y, width, height]",
+            ResultsFormatWarning,
+            stacklevel=3,
+        )
 
 
 def _columns(
@@ -222,4 +258,5 @@ def restrict_to_images(gt: GroundTruth, image_ids: Iterable[int]) -> GroundTruth
         "annotations": [{**a, "id": i + 1} for i, a in enumerate(annotations)],
         "categories": gt.dataset["categories"],
     }
-    return GroundTruth(dataset, gt.source, gt.category_names, sorted(keep))
+    sizes = {k: v for k, v in gt.image_sizes.items() if k in keep}
+    return GroundTruth(dataset, gt.source, gt.category_names, sorted(keep), sizes)
