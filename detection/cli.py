@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from detection.core.errors import DetectionError, WeightsError
+from detection.core.errors import DetectionError, WeightsError, first_line
 
 # Extra subcommands: each module exposes `main(argv: list[str]) -> int`.
 EXTRA_COMMANDS = {
@@ -16,6 +17,8 @@ EXTRA_COMMANDS = {
     "export": "detection.commands.export",
     "data": "detection.commands.data",
     "demo": "detection.commands.demo",
+    "review": "detection.commands.review",
+    "report": "detection.commands.report",
 }
 USAGE_EXTRA = "\n".join(f"  detection {name} --help" for name in EXTRA_COMMANDS)
 # --ckpt_path values Lightning resolves itself rather than as a file path.
@@ -28,6 +31,7 @@ def run_lightning(argv: list[str] | None) -> int:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
     from detection.commands.common import EXIT_INTERRUPTED, EXIT_USAGE
     from detection.data.datamodule import CocoDataModule
@@ -48,31 +52,45 @@ def run_lightning(argv: list[str] | None) -> int:
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults({f"checkpoint.{k}": v for k, v in CHECKPOINT_DEFAULTS.items()})
 
-        def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
-            return super()._instantiate_trainer(trainer_arguments(config, failure), callbacks)
+        def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+            section = self.config_init.get(str(self.subcommand), self.config_init)
+            config = {**section.get("trainer", {}), **kwargs}
+            return super().instantiate_trainer(**trainer_arguments(config, failure))
 
         def _check_ckpt_path(self) -> None:
             path = self.config_init[self.subcommand].get("ckpt_path")
             if path is not None:
                 check_ckpt_path(str(path), self.model, training=self.subcommand == "fit")
 
-        def _parse_ckpt_path(self) -> None:
-            # Lightning >= 2.5 loads --ckpt_path here, before any hook: check the file first.
+        def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+            super().parse_arguments(parser, args)
+            # Lightning >= 2.5 loads --ckpt_path's hyper-parameters into the config right after
+            # this, before any hook: check the file first, and keep the settings the user gave.
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
-            if path is None:
-                return  # Lightning's own parse has nothing to read either
-            check_ckpt_path(str(path))
-            given = self.config[subcommand].model.as_dict()
-            super()._parse_ckpt_path()
-            used = self.config[subcommand].model.as_dict()
-            kept, notes = checkpoint_settings(given, used, str(path))
+            self.given_model_settings = None
+            if path is not None:
+                check_ckpt_path(str(path))
+                self.given_model_settings = (str(path), self.config[subcommand].model.as_dict())
+
+        def settle_checkpoint_settings(self) -> None:
+            """After Lightning read the checkpoint's settings: evaluation ones given win back,
+            the others get a note."""
+            if self.given_model_settings is None or not self.subcommand:
+                return
+            path, given = self.given_model_settings
+            used = self.config[self.subcommand].model.as_dict()
+            kept, notes = checkpoint_settings(given, used, path)
             for key, value in kept.items():
-                self.config[f"{subcommand}.model.{key}"] = value
+                self.config[f"{self.subcommand}.model.{key}"] = value
             for line in notes:
                 print(line, file=sys.stderr)
 
         before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+
+        def before_instantiate_classes(self) -> None:
+            self.settle_checkpoint_settings()
+            check_run_options(self.config[self.subcommand] if self.subcommand else self.config)
 
     failure = FailureCheckpoint()
     try:
@@ -91,17 +109,66 @@ def run_lightning(argv: list[str] | None) -> int:
     except DetectionError as err:
         print(f"error: {one_line(err)}{failure.resume_hint()}", file=sys.stderr)
         return EXIT_USAGE
+    except (OSError, MisconfigurationException) as err:
+        # A run folder the disk refuses (read-only, full), or a Trainer option Lightning refuses.
+        where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
+        what = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
+        print(f"error: {where}{what}{failure.resume_hint()}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
+
+
+# Trainer numbers with a rule Lightning checks only when the Trainer is built (a traceback).
+_TRAINER_LIMITS = {"max_epochs": -1, "max_steps": -1, "min_epochs": 0, "min_steps": 0}
+
+
+def check_run_options(config: Any) -> None:
+    """Refuse, in one line and before anything is built or written, options no run can use:
+    a negative epoch or step limit, an empty size list, a run folder that cannot be written."""
+    from detection.core.errors import InvalidInputError
+    from detection.core.run_folder import check_writable_folder
+
+    trainer, model = config.get("trainer") or {}, config.get("model") or {}
+    for key, least in _TRAINER_LIMITS.items():
+        value = trainer.get(key)
+        if value is not None and (isinstance(value, bool) or value < least):
+            rule = "-1 (no limit) or 0 or more" if least < 0 else "0 or more"
+            raise InvalidInputError(None, f"must be {rule}, got {value!r}", field=f"trainer.{key}")
+    if isinstance(model.get("min_size"), list | tuple) and not model.get("min_size"):
+        raise InvalidInputError(None, "must be a size or a list of sizes, got []", field="min_size")
+    if trainer.get("default_root_dir"):
+        check_writable_folder(Path(trainer.get("default_root_dir")))
+
+
+def check_config_files(words: list[str]) -> None:
+    """Every --config (-c) file must be a regular file of well-formed YAML: jsonargparse would
+    block on a FIFO, and reports bad YAML in several lines. A value that names no file is left
+    to jsonargparse (it may be YAML text itself)."""
+    from detection.core.files import read_yaml
+
+    values = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--config", "-c")]
+    values += [w.split("=", 1)[1] for w in words if w.startswith("--config=")]
+    for value in values:
+        if os.path.lexists(value):
+            read_yaml(value)
 
 
 def check_ckpt_path(path: str, module: Any = None, *, training: bool = False) -> None:
     """Refuse a --ckpt_path that cannot work, in one line, before Lightning tries it: not a
-    detection checkpoint, no training state to resume, or another model than `module`'s."""
+    detection checkpoint (an exported model, say), a model that cannot decide (the loader's
+    checks), no training state to resume, or another model than `module`'s."""
+    from detection.inference.model_files import is_checkpoint, model_format, read_model_meta
     from detection.models.checkpoint import open_checkpoint
 
     if path in LIGHTNING_CKPT_NAMES or "://" in path:
         return  # Lightning resolves these names and remote paths itself
-    meta, ckpt = open_checkpoint(path, mmap=True)
+    if not is_checkpoint(path):
+        raise WeightsError(
+            f"{path}: an exported {model_format(path).name} model; --ckpt_path takes a "
+            "training checkpoint (.ckpt)"
+        )
+    meta = read_model_meta(path)
+    _, ckpt = open_checkpoint(path, mmap=True)
     if module is None:
         return
     if training and "optimizer_states" not in ckpt:
@@ -128,13 +195,15 @@ def checkpoint_settings(
     evaluation ones win back (they shape reports, not weights): returned as {key: value}. The
     others stay the checkpoint's, each with a one-line note instead of silence.
     """
+    import dataclasses
     import inspect
 
     from detection.training.module import EVALUATION_SETTINGS, DetectionModule
 
+    # A dataclass default (the batched options) compares as the dict the config holds.
     defaults = {
-        name: parameter.default
-        for name, parameter in inspect.signature(DetectionModule.__init__).parameters.items()
+        name: dataclasses.asdict(p.default) if dataclasses.is_dataclass(p.default) else p.default
+        for name, p in inspect.signature(DetectionModule.__init__).parameters.items()
     }
     changed = [
         key
@@ -168,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         if words and words[0] in EXTRA_COMMANDS:
             module = importlib.import_module(EXTRA_COMMANDS[words[0]])
             return int(module.main(words[1:]) or 0)
+        check_config_files(words)
         # LightningCLI reads sys.argv itself when given None, and warns when given both.
         return run_lightning(argv)
     except DetectionError as err:

@@ -74,8 +74,8 @@ from torch.utils.data import DataLoader  # noqa: E402
 from detection.data.datamodule import CocoDataModule  # noqa: E402
 from detection.data.synthetic import generate_dataset  # noqa: E402
 from detection.models.faster_rcnn import build_model  # noqa: E402
-from detection.training.lr_schedule import lr_factor  # noqa: E402
 from detection.training.module import DetectionModule  # noqa: E402
+from detection.training.options import BatchedOptions  # noqa: E402
 
 PATHS = ("plain", "trainer")
 IMPLS = ("batched", "torchvision")
@@ -268,20 +268,24 @@ def hparams(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def optimizer_and_schedule(
-    params: list[torch.nn.Parameter], hp: dict[str, Any], total_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD and the warmup LambdaLR, built as DetectionModule.configure_optimizers builds them."""
-    optimizer = torch.optim.SGD(
-        params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+def make_module(args: argparse.Namespace, data: CocoDataModule) -> DetectionModule:
+    """The DetectionModule both paths train: the Trainer's as `detection fit` builds it, and the
+    plain loop's model, optimizer and schedule (its own `optimizers_for`)."""
+    return DetectionModule(
+        model_name=args.model,
+        class_names=data.class_names,
+        category_ids=data.category_ids,
+        min_size=args.size,
+        max_size=args.max_size,
+        impl=args.impl,
+        model_kwargs={
+            k: v
+            for k, v in model_kwargs(args, options=False).items()
+            if k not in ("min_size", "max_size")
+        },
+        batched=BatchedOptions(**speedups(args)) if args.impl == "batched" else BatchedOptions(),
+        **hparams(args),
     )
-    factor = lr_factor(
-        warmup_iters=hp["warmup_iters"],
-        warmup_factor=hp["warmup_factor"],
-        kind=hp["scheduler"],
-        total_steps=total_steps,
-    )
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ------------------------------------------------------------------------------ the paths
@@ -295,14 +299,17 @@ def new_clock(args: argparse.Namespace) -> StepClock:
 def run_plain(args: argparse.Namespace, init: dict[str, torch.Tensor], seed: int) -> StepClock:
     """torchvision references' train_one_epoch, on the data module's loader."""
     L.seed_everything(seed, verbose=False)
-    model = build_model(args.model, args.num_classes, impl=args.impl, **model_kwargs(args))
+    data = make_data(args)
+    module = make_module(args, data)
+    model = module.model
     model.load_state_dict(init)
     model.to(args.device)
     model.train()
     total = args.warmup + args.steps + 1
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = optimizer_and_schedule(params, hparams(args), total)
-    data = make_data(args)
+    optimization = module.optimizers_for(total)
+    optimizer = optimization["optimizer"]
+    scheduler = optimization["lr_scheduler"]["scheduler"]
     data.setup("fit")
     loader = seeded_loader(data, seed)()
     clock = new_clock(args)
@@ -399,18 +406,7 @@ def run_trainer(
     """DetectionModule under a Trainer set up as `detection fit` sets it up."""
     L.seed_everything(seed, verbose=False)
     data = make_data(args)
-    module = DetectionModule(
-        model_name=args.model,
-        class_names=data.class_names,
-        category_ids=data.category_ids,
-        min_size=args.size,
-        max_size=args.max_size,
-        impl=args.impl,
-        model_kwargs={
-            k: v for k, v in model_kwargs(args).items() if k not in ("min_size", "max_size")
-        },
-        **hparams(args),
-    )
+    module = make_module(args, data)
     module.model.load_state_dict(init)
     data.train_dataloader = seeded_loader(data, seed)  # type: ignore[method-assign]
     clock = new_clock(args)

@@ -64,6 +64,7 @@ TRAIN_SETTINGS = ["--model", "fasterrcnn_resnet50_fpn", "--size", "800", "--max-
 TRAIN_SETTINGS += ["--width", "1066", "--batch-size", "8", "--workers", "8", "--clip", "10"]
 DRY_TRAIN = ["--model", "fasterrcnn_resnet18_fpn", "--size", "64", "--batch-size", "2"]
 DRY_TRAIN += ["--workers", "0", "--clip", "10", "--images", "8"]
+SPLITS = ("train", "val", "test")
 STAGES = ("env_sync", "bench_train", "inspect", "fit", "count_ops", "options")
 OPTIONS = {
     "channels_last": ["--channels-last"],
@@ -82,7 +83,9 @@ class Run:
         self.started = time.monotonic()
         self.summary: dict[str, Any] = {"dry_run": self.dry, "stages": {}, "figures": {}}
         self.out.mkdir(parents=True, exist_ok=True)
-        WORK.mkdir(parents=True, exist_ok=True)
+        self.deeppcb: Path = args.deeppcb
+        self.work: Path = args.work
+        self.work.mkdir(parents=True, exist_ok=True)
         self.log = (self.out / "log.txt").open("w")
         self.env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONUNBUFFERED="1")
         site = [] if self.dry else ["/tmp/site"]
@@ -182,7 +185,7 @@ def bench_train(run: Run) -> float | None:
     out = run.out / "bench_train.json"
     reps = ["--warmup", "1", "--steps", "2"] if run.dry else ["--warmup", "5", "--steps", "20"]
     command = [sys.executable, "scripts/bench_train.py", *train_settings(run), *reps, "--reps", "1"]
-    command += ["--compare-impl", "--data", str(WORK / "bench_data"), "--out", str(out)]
+    command += ["--compare-impl", "--data", str(run.work / "bench_data"), "--out", str(out)]
     run.stage("bench_train", command, 150)
     report = read_json(out)
     table = report.get("images_per_s_by_impl", {})
@@ -202,9 +205,9 @@ def options(run: Run, names: tuple[str, ...]) -> None:
     reps = ["--warmup", "1", "--steps", "2"] if run.dry else ["--warmup", "5", "--steps", "10"]
     for name in names:
         flags = OPTIONS[name]
-        out = WORK / f"bench_train_{name}.json"
+        out = run.work / f"bench_train_{name}.json"
         command = [sys.executable, "scripts/bench_train.py", *train_settings(run), *reps, *flags]
-        command += ["--reps", "1", "--data", str(WORK / "bench_data"), "--out", str(out)]
+        command += ["--reps", "1", "--data", str(run.work / "bench_data"), "--out", str(out)]
         run.stage(f"option_{name}", command, 200 if name == "compile_backbone" else 60)
         report = read_json(out)
         merged[name] = report
@@ -224,7 +227,7 @@ def inspect(run: Run) -> None:
         sizes = ["--device", "cuda", "--precision", "16-mixed", "--min-size", "800"]
         sizes += ["--max-size", "1333", "--size", "1333x800", "--images", "200"]
     command = [sys.executable, "scripts/bench_inspect.py", "--model", "fasterrcnn_resnet50_fpn"]
-    command += [*sizes, "--workdir", str(WORK / "inspect"), "--out", str(out)]
+    command += [*sizes, "--workdir", str(run.work / "inspect"), "--out", str(out)]
     run.stage("inspect", command, 100)
     report = read_json(out)
     run.summary["figures"]["inspect"] = {
@@ -235,13 +238,32 @@ def inspect(run: Run) -> None:
 
 def deeppcb_data(run: Run) -> None:
     """COCO files for DeepPCB next to its images (convert, hold out 10% of trainval)."""
-    if (DEEPPCB / "val.json").is_file() and (DEEPPCB / "test.json").is_file():
+    if (run.deeppcb / "val.json").is_file() and (run.deeppcb / "test.json").is_file():
         return
     python = sys.executable
-    convert = [python, "scripts/convert_deeppcb.py", "--root", str(DEEPPCB), "--out", str(DEEPPCB)]
+    convert = [
+        python,
+        "scripts/convert_deeppcb.py",
+        "--root",
+        str(run.deeppcb),
+        "--out",
+        str(run.deeppcb),
+    ]
     run.stage("deeppcb_convert", convert, 60)
-    split = [python, "scripts/split_coco.py", str(DEEPPCB / "trainval.json"), "--holdout", "0.1"]
-    split += ["--seed", "0", "--out", str(DEEPPCB / "train.json"), str(DEEPPCB / "val.json")]
+    split = [
+        python,
+        "scripts/split_coco.py",
+        str(run.deeppcb / "trainval.json"),
+        "--holdout",
+        "0.1",
+    ]
+    split += [
+        "--seed",
+        "0",
+        "--out",
+        str(run.deeppcb / "train.json"),
+        str(run.deeppcb / "val.json"),
+    ]
     run.stage("deeppcb_split", split, 30)
 
 
@@ -258,14 +280,15 @@ def fit_epochs(seconds: float, images_per_s: float | None) -> int:
 def fit(run: Run, images_per_s: float | None) -> Path | None:
     """DeepPCB from random initialisation in what the budget leaves; the checkpoint it keeps."""
     deeppcb_data(run)
-    root = WORK / "fit"
+    root = run.work / "fit"
     shutil.rmtree(root, ignore_errors=True)
     seconds = min(240.0, run.left() - 70)  # the eval follows (count_ops, options if time is left)
     epochs = 1 if run.dry else fit_epochs(seconds, images_per_s)
     milestones = [max(1, round(epochs * 2 / 3)), max(1, round(epochs * 8 / 9))]
-    images = str(DEEPPCB)
+    images = str(run.deeppcb)
     command = [sys.executable, "-m", "detection.cli", "fit", "--config", "configs/deeppcb.yaml"]
     command += ["--model.weights_backbone", "null", "--model.trainable_backbone_layers", "null"]
+    command += [f"--data.{split}_annotations={run.deeppcb / split}.json" for split in SPLITS]
     command += ["--data.train_images", images, "--data.val_images", images]
     command += ["--data.test_images", images, "--trainer.default_root_dir", str(root)]
     command += [
@@ -298,17 +321,17 @@ def evaluate(run: Run, checkpoint: Path | None) -> None:
     if checkpoint is None:
         run.note("== eval: skipped, the fit left no checkpoint")
         return
-    test = DEEPPCB / "test.json"
+    test = run.deeppcb / "test.json"
     if run.dry:  # eight test images are enough to prove the stage
         data = json.loads(test.read_text())
         keep = {image["id"] for image in data["images"][:8]}
         data["images"] = [i for i in data["images"] if i["id"] in keep]
         data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-        test = WORK / "test_subset.json"
+        test = run.work / "test_subset.json"
         test.write_text(json.dumps(data))
     out = run.out / "deeppcb_eval.json"
     command = [sys.executable, "scripts/eval_deeppcb.py", "--ckpt", str(checkpoint)]
-    command += ["--test", str(test), "--images", str(DEEPPCB), "--batch-size", "8"]
+    command += ["--test", str(test), "--images", str(run.deeppcb), "--batch-size", "8"]
     command += ["--workers", "0" if run.dry else "8", "--out", str(out)]
     run.stage("eval", command, 60)
     report = read_json(out)
@@ -457,15 +480,18 @@ def main(argv: list[str] | None = None) -> int:
         default=list(STAGES),
         help="stages to run (all by default; the wheel install always runs)",
     )
+    parser.add_argument("--deeppcb", type=Path, default=DEEPPCB, help="DeepPCB copy (%(default)s)")
+    parser.add_argument("--work", type=Path, default=WORK, help="large files (%(default)s)")
     parser.add_argument("--step-check", type=Path, help=argparse.SUPPRESS)  # the env_sync stage
     args = parser.parse_args(argv)
     if args.step_check:
         return step_check(args.step_check, args.dry_run)
     if args.out is None:
         parser.error("--out is required")
-    if not (ROOT / DEEPPCB / "trainval.txt").is_file():
+    if not (ROOT / args.deeppcb / "trainval.txt").is_file():
         print(
-            f"error: {DEEPPCB} holds no DeepPCB copy (see this script's docstring)", file=sys.stderr
+            f"error: {args.deeppcb} holds no DeepPCB copy (see this script's docstring)",
+            file=sys.stderr,
         )
         return 2
     os.chdir(ROOT)

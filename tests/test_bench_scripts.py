@@ -46,8 +46,10 @@ def test_plain_amp_loop_trains_across_epochs(tmp_path, precision):
     data_dir = tmp_path / "data"
     generate_dataset(data_dir, num_images=6, image_size=32, seed=0)  # 4 training images
     args = argparse.Namespace(
-        size=32, max_size=32, device="cpu", precision=precision, batch_size=2, workers=0, clip=0.5
-    )
+        size=32, max_size=32, device="cpu", precision=precision, batch_size=2, workers=0, clip=0.5,
+        model="fasterrcnn_resnet18_fpn", impl="torchvision", channels_last=False,
+        compile_backbone=False, pad_multiple=None,
+    )  # fmt: skip
     args.data = data_dir
     data = bench_train.make_data(args)
     data.setup("fit")
@@ -55,9 +57,11 @@ def test_plain_amp_loop_trains_across_epochs(tmp_path, precision):
     before = model.conv.weight.detach().clone()
     params = list(model.parameters())
     total = 5  # two batches an epoch: three epochs
-    optimizer, scheduler = bench_train.optimizer_and_schedule(
-        params, bench_train.hparams(args), total
-    )
+    # The optimizer and schedule are DetectionModule's own, over the stand-in's parameters.
+    module = bench_train.make_module(args, data)
+    module.model = model
+    optimization = module.optimizers_for(total)
+    optimizer, scheduler = optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
     clock = bench_train.StepClock()
     loader = bench_train.seeded_loader(data, 0)()
     bench_train.train_plain(args, model, loader, data, optimizer, scheduler, params, clock, total)

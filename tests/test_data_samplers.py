@@ -9,10 +9,13 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from coco_files import random_images, write_coco
-from lightning.fabric.utilities.data import _replace_dunder_methods
-from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
 from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler, SequentialSampler
 
+from detection.core.lightning_private import (
+    is_dataloader_shuffled,
+    replace_dunder_methods,
+    update_dataloader,
+)
 from detection.data.datamodule import CocoDataModule
 from detection.data.samplers import GroupedBatchSampler, create_aspect_ratio_groups
 
@@ -68,11 +71,11 @@ def test_two_ranks_through_lightnings_distributed_sampler(tmp_path):
     batches_per_rank = []
     for rank in (0, 1):
         # As Lightning's data connector does: build inside the patching context, then inject.
-        with _replace_dunder_methods(BatchSampler):
+        with replace_dunder_methods(BatchSampler):
             loader = dm.train_dataloader()
-        assert _is_dataloader_shuffled(loader)  # so Lightning's DistributedSampler shuffles
+        assert is_dataloader_shuffled(loader)  # so Lightning's DistributedSampler shuffles
         sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
-        loader = _update_dataloader(loader, sampler)
+        loader = update_dataloader(loader, sampler)
         assert isinstance(loader.batch_sampler, GroupedBatchSampler)
         assert loader.batch_sampler.sampler is sampler
         batches_per_rank.append(list(loader.batch_sampler))

@@ -44,7 +44,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.glob("**/*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+    return sorted(
+        p for p in PACKAGE.glob("**/*.py") if p.name != "__init__.py" or p.parent != PACKAGE
+    )
 
 
 def test_the_root_holds_the_api_and_the_cli_only() -> None:

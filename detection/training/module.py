@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +17,7 @@ from detection.core.thresholds import DECISION_DEFAULT, Thresholds
 from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
 from detection.models.faster_rcnn import DEFAULT_IMPL, build_model
 from detection.training.lr_schedule import lr_factor
+from detection.training.options import BatchedOptions, check_hyperparameters, split_model_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -34,39 +34,6 @@ def as_float_images(images: list[Tensor]) -> list[Tensor]:
     return [to_float_image(image) for image in images]
 
 
-# Numbers no run can use, refused before anything is built: name -> (test, what it must be).
-# A list (min_size, milestones) is checked item by item; None means "not set".
-_NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "num_classes": (lambda v: v >= 1, "1 or more"),
-    "min_size": (lambda v: v >= 1, "1 or more"),
-    "max_size": (lambda v: v >= 1, "1 or more"),
-    "lr": (lambda v: v > 0, "above 0"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, "0 or more"),
-    "milestones": (lambda v: v >= 0, "0 or more"),
-    "gamma": (lambda v: v > 0, "above 0"),
-    "warmup_iters": (lambda v: v >= 0, "0 or more"),
-    "warmup_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "max_nonfinite_steps": (lambda v: v >= 1, "1 or more"),
-    "iou_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "score_threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "target_recall": (lambda v: 0 < v <= 1, "in (0, 1]"),
-}
-
-
-def check_hyperparameters(values: Mapping[str, Any]) -> None:
-    """Refuse impossible DetectionModule arguments (a negative lr...) with a one-line error."""
-    for name, (ok, rule) in _NUMBER_RULES.items():
-        value = values.get(name)
-        for number in value if isinstance(value, list | tuple) else [value]:
-            if number is None:
-                continue
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                raise InvalidInputError(None, f"must be a number, got {number!r}", field=name)
-            if not math.isfinite(number) or not ok(number):
-                raise InvalidInputError(None, f"must be {rule}, got {number!r}", field=name)
-
-
 # Settings that shape evaluation reports, not weights or training state: a run from a checkpoint
 # (--ckpt_path) takes them from the command line rather than from the checkpoint.
 EVALUATION_SETTINGS = (
@@ -79,10 +46,50 @@ EVALUATION_SETTINGS = (
 
 
 class DetectionModule(L.LightningModule):
-    """Faster R-CNN training, and validation and test with COCO + operating-point metrics.
+    """Faster R-CNN training; validation and test with COCO + operating-point metrics; predict.
 
-    `num_classes` counts object classes without background. With LightningCLI the data
-    module fills `num_classes`, `class_names` and `category_ids` from the COCO file.
+    With LightningCLI the data module fills `num_classes`, `class_names` and `category_ids`
+    from the COCO file. Checkpoints carry a `CheckpointMeta` (class list, model arguments,
+    thresholds calibrated on the latest validation) beside Lightning's state.
+
+    Args:
+        model_name: one of `detection.models.faster_rcnn.available_models()`.
+        num_classes: object classes K, without the background (default: ``len(class_names)``).
+        class_names: names in label order (label i+1 is ``class_names[i]``).
+        category_ids: COCO category ids in label order (default 1..K).
+        weights: detection weights: a torchvision name (``"DEFAULT"``), a local file or None.
+        weights_backbone: ImageNet backbone weights: a torchvision name, a local file or None.
+        trainable_backbone_layers: backbone stages that train (0..5), as in torchvision.
+        min_size: shorter side images are resized to (a list: one per training batch).
+        max_size: longest side after the resize.
+        model_kwargs: torchvision `FasterRCNN` arguments (``box_score_thresh``, ...). The
+            batched options found here under their old names (``matrix_nms``,
+            ``masked_pooling``), as configs and checkpoints written before they were typed
+            hold them, move into `batched` with a DeprecationWarning.
+        batched: the batched forward pass's options (`BatchedOptions`; ``impl: batched`` only).
+        impl: ``"batched"`` (the whole batch at once) or ``"torchvision"`` (the reference).
+
+    Optimisation (see `optimizers_for`):
+        optimizer: ``"sgd"`` or ``"adamw"``; lr, momentum (SGD), weight_decay.
+        scheduler: ``"multistep"`` (milestones, gamma), ``"cosine"`` or ``"constant"``, after
+            a linear warmup of ``warmup_iters`` steps from ``warmup_factor * lr``.
+        milestones_unit: whether milestones count epochs or optimizer steps.
+        max_nonfinite_steps: non-finite losses in a row (each step skipped) before stopping.
+
+    Evaluation (a run from a checkpoint takes these from the command line, see
+    `EVALUATION_SETTINGS`):
+        eval_backend: ``"faster"`` (faster-coco-eval) or ``"pycocotools"``.
+        area_ranges: extra COCO area ranges by name, ``{name: [min, max]}`` in pixels².
+        iou_threshold: IoU at which the operating point counts a detection as a hit.
+        score_threshold: the default decision threshold (per-class ones are calibrated).
+        target_recall: calibrate per-class thresholds for this recall instead of best F1.
+
+    Raises:
+        InvalidInputError: no `num_classes` nor `class_names`, lists of another length than
+            `num_classes`, a number out of its range (a negative lr...), or an unknown
+            batched option.
+        ConfigError: an unknown `model_name` or `impl`, or batched options with another `impl`.
+        WeightsError: weights that cannot be found, downloaded, read or fitted.
     """
 
     def __init__(
@@ -97,6 +104,7 @@ class DetectionModule(L.LightningModule):
         min_size: int | list[int] = 800,
         max_size: int = 1333,
         model_kwargs: dict[str, Any] | None = None,
+        batched: BatchedOptions = BatchedOptions(),  # noqa: B008 - frozen, so one shared value is safe
         impl: Literal["batched", "torchvision"] = DEFAULT_IMPL,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.02,
@@ -132,9 +140,15 @@ class DetectionModule(L.LightningModule):
                 f"{len(category_ids)} category ids",
                 field="num_classes",
             )
+        batched, model_kwargs = split_model_kwargs(batched, model_kwargs)
         self.save_hyperparameters()
+        # Plain values in the checkpoint (Lightning reads it back with weights_only=True), and
+        # the batched options in one place whichever layout they came in.
+        plain = {"batched": dataclasses.asdict(batched), "model_kwargs": model_kwargs or None}
+        self.save_hyperparameters({**self.hparams, **plain})
         model_args = {"min_size": min_size, "max_size": max_size, "impl": impl}
-        model_args.update(model_kwargs or {})
+        model_args.update(model_kwargs)
+        model_args.update(batched.model_arguments())
         self.model = build_model(
             model_name,
             num_classes,
@@ -275,8 +289,66 @@ class DetectionModule(L.LightningModule):
             path = write_metrics_json(report, Path(log_dir) / "test_metrics.json")
             log.info("test metrics written to %s", path)
 
+    # ------------------------------------------------------------- prediction
+    def on_predict_epoch_start(self) -> None:
+        self.predictions: list[dict[str, Any]] = []
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
+        """COCO result records of a batch (boxes xywh in each image's pixels), one per box; a
+        folder's images also name their file (``file_name``)."""
+        from detection.core.coco_format import output_results
+
+        images, targets = batch
+        records = []
+        for output, target in zip(self(images), targets, strict=True):
+            found = output_results(int(target["image_id"]), output, self.meta.category_ids)
+            name = target.get("file_name")
+            records += [{**r, "file_name": name} for r in found] if name else found
+        self.predictions += records
+        return records
+
+    def on_predict_epoch_end(self) -> None:
+        """Write every rank's records as ``coco_results.json`` in the run's log folder."""
+        import json
+
+        from detection.core.run_folder import write_atomic
+
+        records = self.predictions
+        if self.trainer.world_size > 1:
+            parts: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(parts, records)
+            records = [r for part in parts for r in part]
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        if self.trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            records.sort(key=lambda r: (r["image_id"], -r["score"]))
+            write_atomic(folder / "coco_results.json", json.dumps(records) + "\n")
+            log.info("%d detections written to %s", len(records), folder / "coco_results.json")
+
     # ------------------------------------------------------------ optimization
     def configure_optimizers(self) -> dict[str, Any]:
+        """The optimizer and per-step schedule for the Trainer's run (see `optimizers_for`)."""
+        max_epochs = self.trainer.max_epochs
+        return self.optimizers_for(
+            max(1, int(self.trainer.estimated_stepping_batches)),
+            max_epochs if max_epochs and max_epochs > 0 else None,
+        )
+
+    def optimizers_for(self, total_steps: int, max_epochs: int | None = None) -> dict[str, Any]:
+        """The optimizer (``optimizer``: sgd or adamw) over the trainable parameters and its
+        warmup + ``scheduler`` LambdaLR stepped every optimizer step, for a run of `total_steps`.
+
+        Args:
+            total_steps: optimizer steps of the whole run (the cosine schedule's length).
+            max_epochs: epochs of the run, needed to turn milestones in epochs into steps.
+
+        Returns:
+            Lightning's ``{"optimizer": ..., "lr_scheduler": {"scheduler": ..., "interval":
+            "step"}}``; loops without a Trainer (scripts/bench_train.py) step both themselves.
+
+        Raises:
+            ValueError: an unknown optimizer, or milestones in epochs without `max_epochs`.
+        """
         hp = self.hparams
         params = [p for p in self.model.parameters() if p.requires_grad]
         if hp.optimizer == "sgd":
@@ -287,14 +359,8 @@ class DetectionModule(L.LightningModule):
             optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             raise ValueError(f"optimizer must be sgd or adamw, got '{hp.optimizer}'")
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         milestones = list(hp.milestones or [])
         if hp.milestones_unit == "epoch" and milestones:
-            max_epochs = (
-                self.trainer.max_epochs
-                if self.trainer.max_epochs and self.trainer.max_epochs > 0
-                else None
-            )
             if max_epochs is None:
                 raise ValueError(
                     "milestones in epochs need trainer.max_epochs; use milestones_unit: step"
