@@ -19,6 +19,12 @@ GPU (R50-FPN at 800 px, mixed precision, batched):
 ONNX Runtime against the eager model (CPU; same images, decoded once, same Detector settings):
     python scripts/bench_inspect.py --onnx --out results/bench_onnx.json
 
+Every CPU runtime side by side (eager, ONNX Runtime, OpenVINO f32, bf16 where the CPU has bf16
+units, INT8 calibrated on --split or on the benchmark's own images), with decisions compared
+to the eager model's and mAP50 when --split names a COCO split with annotations:
+    python scripts/bench_inspect.py --openvino --model fasterrcnn_resnet50_fpn \
+        --min-size 800 --max-size 1333 --size 1066x800 --images 4 --repeats 1
+
 Weights are random (seeded) unless --checkpoint is given: speed does not depend on training,
 and untrained heads score every proposal near 0.5, so post-processing and output are the
 worst case (100 detections per image).
@@ -43,7 +49,10 @@ import cv2
 import numpy as np
 import torch
 
+from detection.core.coco_format import results
 from detection.data.synthetic import DEFAULT_CLASSES, render_image
+from detection.inference.cpu_features import REPORTED
+from detection.inference.openvino_model import read_openvino
 from detection.inference.predictor import Detector, resolve_device
 from detection.inspect.config import usable_cores
 from detection.inspect.job import InspectConfig, run_inspect
@@ -76,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="instead: the exported ONNX model in onnxruntime against the eager model, on CPU",
     )
+    parser.add_argument(
+        "--openvino",
+        action="store_true",
+        help="instead: eager, onnxruntime and OpenVINO f32/bf16/INT8 side by side, on CPU",
+    )
+    parser.add_argument("--split", help="--openvino: COCO json to calibrate and score on")
+    parser.add_argument("--split-images", help="--openvino: the folder of --split's images")
+    parser.add_argument("--calibration-images", type=int, default=8, help="--openvino: INT8")
     return parser.parse_args(argv)
 
 
@@ -228,10 +245,126 @@ def onnx_against_eager(args: argparse.Namespace, checkpoint: Path, paths: list[s
     return report
 
 
+def _image_split(paths: list[str], folder: Path) -> Path:
+    """A COCO json naming the benchmark's images without annotations (for calibration)."""
+    images = []
+    for i, p in enumerate(paths):
+        height, width = cv2.imread(p).shape[:2]
+        images.append({"id": i + 1, "file_name": Path(p).name, "width": width, "height": height})
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(DEFAULT_CLASSES)]
+    path = folder / "bench_split.json"
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    return path
+
+
+def _rates(
+    times: dict[str, list[float]],
+    predictions: dict[str, list],
+    ids: tuple[int, ...],
+    split: object,
+    has_boxes: bool,
+) -> dict:
+    """Per runtime: images/s, ratio to eager, decisions changed against eager, mAP50."""
+    from detection.evaluation.evaluator import evaluate_detections
+
+    count = len(predictions["eager"])
+    eager_rate = count / statistics.median(times["eager"])
+    report = {}
+    for name in times:
+        rate = count / statistics.median(times[name])
+        changed = sum(
+            a.decision != b.decision
+            for a, b in zip(predictions["eager"], predictions[name], strict=True)
+        )
+        entry = {"images_per_s": round(rate, 3), "vs_eager": round(rate / eager_rate, 2)}
+        entry["decisions_changed"] = changed
+        line = f"  {name:20s} {rate:6.2f} img/s  {rate / eager_rate:5.2f}x eager  {changed} changed"
+        if has_boxes:
+            records = [
+                r
+                for image_id, p in zip(ids, predictions[name], strict=True)
+                for r in results(image_id, p.boxes, p.scores, p.category_ids)
+            ]
+            entry["map50"] = round(
+                evaluate_detections(split.annotations, records).report["AP50"], 4
+            )
+            line += f"  mAP50 {entry['map50']:.4f}"
+        report[name] = entry
+        print(line)
+    return report
+
+
+def openvino_against_eager(args: argparse.Namespace, checkpoint: Path, paths: list[str]) -> dict:
+    """Images/s of every CPU runtime on the same decoded images, one run each per round; image
+    decisions against the eager model's, and mAP50 on --split where it has annotations."""
+    from detection.inference.cpu_features import cpu_features
+    from detection.inference.export import export_onnx
+    from detection.inference.openvino_export import ReducedPrecision, export_openvino
+    from detection.inference.openvino_model import load_openvino
+    from detection.inference.quantize import CocoSplit
+
+    if args.split:
+        split = CocoSplit(Path(args.split), Path(args.split_images or Path(args.split).parent))
+        ids, paths = zip(*split.image_paths(), strict=True)
+    else:
+        split = CocoSplit(_image_split(paths, Path(paths[0]).parent), Path(paths[0]).parent)
+        ids = tuple(range(1, len(paths) + 1))
+    features = cpu_features()
+    setup: dict[str, float] = {}
+    start = time.perf_counter()
+    onnx_path = export_onnx(checkpoint, checkpoint.with_suffix(".onnx"))
+    ir_path = export_openvino(checkpoint, checkpoint.with_suffix(".xml"))
+    setup["export_onnx_and_ir_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    reduced = ReducedPrecision(
+        int8=True, calibration=split, calibration_images=args.calibration_images, warn_only=True
+    )
+    int8_path = export_openvino(checkpoint, checkpoint.with_name("int8.xml"), reduced=reduced)
+    setup["quantize_and_guard_s"] = time.perf_counter() - start
+    images = [
+        torch.from_numpy(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)
+        for p in paths
+    ]
+    meta = load_model(checkpoint)[1]
+    runs = {
+        "eager": lambda: Detector.from_checkpoint(checkpoint, device="cpu", precision="32"),
+        "onnxruntime": lambda: Detector.from_checkpoint(onnx_path, device="cpu"),
+        "openvino f32": lambda: Detector(load_openvino(ir_path, "f32")[0], meta, device="cpu"),
+        "openvino int8": lambda: Detector(load_openvino(int8_path, "f32")[0], meta, device="cpu"),
+    }
+    if features.native_bf16:
+        runs["openvino bf16"] = lambda: Detector(
+            load_openvino(ir_path, "bf16")[0], meta, device="cpu"
+        )
+        runs["openvino int8+bf16"] = lambda: Detector(
+            load_openvino(int8_path, "bf16")[0], meta, device="cpu"
+        )
+    has_boxes = bool(json.loads(split.annotations.read_text()).get("annotations"))
+    report: dict = {"images": len(images), "threads": {}}
+    for count in sorted({1, usable_cores()}):
+        with threads(count):  # the runtimes take torch's thread count when they compile
+            detectors = {name: make() for name, make in runs.items()}
+            for detector in detectors.values():
+                detector.predict_tensors(images[:1], batch_size=1)  # warm-up (and compilation)
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            predictions = {}
+            for round_ in range(args.repeats):
+                for name in runs if round_ % 2 == 0 else reversed(runs):
+                    start = time.perf_counter()
+                    predictions[name] = detectors[name].predict_tensors(images, batch_size=1)
+                    times[name].append(time.perf_counter() - start)
+        print(f"{count} thread(s):")
+        report["threads"][count] = _rates(times, predictions, ids, split, has_boxes)
+    report["int8_guard"] = read_openvino(int8_path)[0].get("accuracy_guard")
+    report["setup_seconds"] = {k: round(v, 1) for k, v in setup.items()}
+    report["cpu_flags"] = sorted(features.flags & set(REPORTED))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print both rates and their ratio, write the JSON report."""
     args = parse_args(argv)
-    if args.onnx:
+    if args.onnx or args.openvino:
         return main_onnx(args)
     device = resolve_device(args.device)
     width, height = (int(v) for v in args.size.lower().split("x"))
@@ -333,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_onnx(args: argparse.Namespace) -> int:
-    """The --onnx benchmark: write its JSON report."""
+    """The --onnx (or --openvino) benchmark: write its JSON report."""
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
@@ -343,7 +476,8 @@ def main_onnx(args: argparse.Namespace) -> int:
             if args.checkpoint
             else make_checkpoint(args, work / "random.ckpt")
         )
-        report = onnx_against_eager(args, checkpoint, paths)
+        compare = openvino_against_eager if args.openvino else onnx_against_eager
+        report = compare(args, checkpoint, paths)
     report.update(
         model=args.model if not args.checkpoint else args.checkpoint,
         image_size=[width, height],
