@@ -1,6 +1,7 @@
 """Shared pytest set-up (quiet, deterministic, CPU-friendly) and the fixtures tests share."""
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,19 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return generate_dataset(
         tmp_path_factory.mktemp("synthetic"), num_images=10, image_size=64, seed=3
     )
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight generated 64-pixel images and their jsons, for the bad-input tests to copy."""
+    from detection.data.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(out, num_images=8, image_size=64, seed=3)
+    return out
+
+
+@pytest.fixture
+def data(pristine: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny dataset, free to break."""
+    return Path(shutil.copytree(pristine, tmp_path / "data"))

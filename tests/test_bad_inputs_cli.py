@@ -21,62 +21,16 @@ from typing import Any
 import lightning.pytorch  # noqa: F401 - its log handler must bind pytest's stderr, not a test's capsys
 import pytest
 import torch
+from cli_cases import error_line, fit_args, run
 from coco_files import write_image
 from square_model import build_square_model, make_meta, save_checkpoint
 
 from detection.cli import main
 from detection.core.errors import WeightsError
-from detection.data.synthetic import generate_dataset
 from detection.inference.predictor import Detector
 from detection.models.checkpoint import open_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(out, num_images=8, image_size=64, seed=3)
-    return out
-
-
-@pytest.fixture
-def data(pristine: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny dataset, free to break."""
-    return Path(shutil.copytree(pristine, tmp_path / "data"))
-
-
-def fit_args(data: Path, root: Path, *extra: str, command: str = "fit") -> list[str]:
-    images, ann = data / "images", data / "annotations"
-    return [
-        command,
-        "--config", "configs/cpu_quick.yaml",
-        f"--data.train_annotations={ann / 'train.json'}", f"--data.train_images={images}",
-        f"--data.val_annotations={ann / 'val.json'}", f"--data.val_images={images}",
-        f"--data.test_annotations={ann / 'test.json'}", f"--data.test_images={images}",
-        "--data.batch_size=2", "--data.num_workers=0",
-        "--model.min_size=64", "--model.max_size=64",
-        f"--trainer.default_root_dir={root}", "--trainer.max_epochs=-1", "--trainer.max_steps=2",
-        "--trainer.check_val_every_n_epoch=null", "--trainer.val_check_interval=2",
-        "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
-        "--trainer.logger=CSVLogger", f"--trainer.logger.save_dir={root}",
-        *extra,
-    ]  # fmt: skip
-
-
-def error_line(err: str, *parts: str) -> str:
-    """The one `error:` line of stderr, checked to name every part; no traceback anywhere."""
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(args)
-    return code, capsys.readouterr().err
 
 
 def checkpoints(root: Path) -> list[Path]:

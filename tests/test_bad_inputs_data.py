@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 import lightning.pytorch  # noqa: F401 - its log handler must bind pytest's stderr, not a test's capsys
 import pytest
 from bad_images import within
+from cli_cases import error_line, fit_args, run
 from coco_files import write_image
 
 from detection.cli import main
@@ -36,35 +36,11 @@ from detection.data import formats
 from detection.data.box_policy import ConversionWarning
 from detection.data.coco import CocoDetection, read_categories
 from detection.data.lint import lint_coco
-from detection.data.synthetic import generate_dataset
 from detection.evaluation.inputs import ResultsFormatWarning
 
 REPO = Path(__file__).resolve().parents[1]
 FIFO_WORDS = "is a named pipe (FIFO), not a regular file"
 SECONDS = 60  # far more than any case needs; a blocked read never returns
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic")
-    generate_dataset(out, num_images=8, image_size=64, seed=3)
-    return out
-
-
-@pytest.fixture
-def data(pristine: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny dataset, free to break."""
-    return Path(shutil.copytree(pristine, tmp_path / "data"))
-
-
-def error_line(err: str, *parts: str) -> str:
-    """The one `error:` line of stderr, checked to name every part; no traceback anywhere."""
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
 
 
 def fifo(path: Path) -> Path:
@@ -74,22 +50,6 @@ def fifo(path: Path) -> Path:
         path.unlink()
     os.mkfifo(path)
     return path
-
-
-def fit_args(data: Path, root: Path, *extra: str) -> list[str]:
-    images, ann = data / "images", data / "annotations"
-    return [
-        "fit", "--config", "configs/cpu_quick.yaml",
-        f"--data.train_annotations={ann / 'train.json'}", f"--data.train_images={images}",
-        f"--data.val_annotations={ann / 'val.json'}", f"--data.val_images={images}",
-        "--data.batch_size=2", "--data.num_workers=0",
-        "--model.min_size=64", "--model.max_size=64",
-        f"--trainer.default_root_dir={root}", "--trainer.max_epochs=-1", "--trainer.max_steps=2",
-        "--trainer.check_val_every_n_epoch=null", "--trainer.val_check_interval=2",
-        "--trainer.enable_progress_bar=false", "--trainer.logger=CSVLogger",
-        f"--trainer.logger.save_dir={root}",
-        *extra,
-    ]  # fmt: skip
 
 
 def cli(
@@ -113,11 +73,6 @@ def cli(
         preexec_fn=limits,
         env=env,
     )
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(args)
-    return code, capsys.readouterr().err
 
 
 def files_under(folder: Path) -> list[str]:
