@@ -7,53 +7,25 @@ Names are imported on first use, so `import detection` stays fast and light.
 
 from __future__ import annotations
 
+import ast
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    # training
-    "DetectionModule": "detection.training.module",
-    "CocoDataModule": "detection.data.datamodule",
-    "CocoDetection": "detection.data.coco",
-    "build_transforms": "detection.data.transforms",
-    "build_model": "detection.models.faster_rcnn",
-    "available_models": "detection.models.faster_rcnn",
-    "CheckpointMeta": "detection.models.checkpoint",
-    "load_model": "detection.models.checkpoint",
-    # evaluation
-    "evaluate_coco": "detection.evaluation.coco",
-    "evaluate_detections": "detection.evaluation.evaluator",
-    "DetectionEvaluator": "detection.evaluation.evaluator",
-    "evaluate_checkpoint": "detection.training.checkpoint_eval",
-    "Thresholds": "detection.core.thresholds",
-    # inference
-    "Detector": "detection.inference.predictor",
-    "Prediction": "detection.inference.predictor",
-    "InspectConfig": "detection.inspect.job",
-    "run_inspect": "detection.inspect.job",
-    "export_model": "detection.inference.export",
-    "export_onnx": "detection.inference.export",
-    "export_torchscript": "detection.inference.export",
-    "load_torchscript": "detection.inference.export",
-    "load_model_file": "detection.inference.model_files",
-    # data tools
-    "read_image": "detection.core.images",
-    "generate_dataset": "detection.data.synthetic",
-    "lint_coco": "detection.data.lint",
-    "voc_to_coco": "detection.data.formats",
-    "yolo_to_coco": "detection.data.formats",
-    "coco_to_voc": "detection.data.formats",
-    "coco_to_yolo": "detection.data.formats",
-    "convert_deeppcb": "detection.data.deeppcb",
-    # errors
-    "DetectionError": "detection.core.errors",
-    "InvalidInputError": "detection.core.errors",
-    "ImageReadError": "detection.core.errors",
-    "WeightsError": "detection.core.errors",
-    "ConfigError": "detection.core.errors",
-}
+
+def _lazy_exports() -> dict[str, str]:
+    """Public name -> its module, read from the `if TYPE_CHECKING:` imports at the end of this
+    file: the one list of the API, which type checkers and IDEs read too."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"
+    )
+    return {alias.name: node.module for node in block.body for alias in node.names}
+
+
+_EXPORTS = _lazy_exports()
 
 __all__ = sorted(_EXPORTS)
 
