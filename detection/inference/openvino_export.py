@@ -22,7 +22,7 @@ from typing import Any
 from detection.core.errors import DetectionError
 from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike
 from detection.inference.cpu_features import cpu_features
-from detection.inference.export import export_onnx
+from detection.inference.graph_export import export_onnx
 from detection.inference.onnx_model import onnx_meta
 from detection.inference.openvino_model import (
     IR_SUFFIX,
