@@ -20,6 +20,7 @@ class WhereDetector:
     """Records, per image, the process and the torch thread count the model ran with."""
 
     device = torch.device("cpu")
+    runs_in_forked_workers = True
 
     def predict_tensors(self, images, names, batch_size):
         return [

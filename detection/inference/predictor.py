@@ -200,6 +200,11 @@ class Detector:
         return list(self.meta.class_names)
 
     @property
+    def runs_in_forked_workers(self) -> bool:
+        """Whether a forked DataLoader worker can run this model (OpenVINO's threads cannot)."""
+        return getattr(self.model, "runs_in_forked_workers", True)
+
+    @property
     def thresholds(self) -> dict[str, float]:
         """The class thresholds in use: class name -> score that fails a part."""
         return dict(self.decision_thresholds.per_class)

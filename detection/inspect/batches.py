@@ -163,8 +163,7 @@ def inspected_batches(
     """
     device = inspector.detector.device
     # A runtime whose threads do not survive fork (OpenVINO) stays here, as a CUDA model does.
-    forkable = getattr(inspector.detector.model, "runs_in_forked_workers", True)
-    in_workers = device.type == "cpu" and forkable
+    in_workers = device.type == "cpu" and inspector.detector.runs_in_forked_workers
     loader = DataLoader(
         BatchFiles(paths, inspector.batch_size, max_pixels, inspector if in_workers else None),
         batch_size=None,
