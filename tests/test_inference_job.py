@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from killed_jobs import result_lines, run_until
 from square_model import square_image
 
 from detection.commands.common import EXIT_INPUT_ERRORS, EXIT_USAGE
@@ -185,11 +182,6 @@ def test_cli_errors_are_one_line(
     assert message in err and "\n" not in err
 
 
-def _lines(out: Path) -> int:
-    files = [*(out / "results").glob("part-*.jsonl"), *out.glob("errors*.jsonl")]
-    return sum(f.read_bytes().count(b"\n") for f in files if f.exists())
-
-
 def test_sigkill_at_any_point_then_restart_gives_each_image_once(
     tmp_path: Path,
     square_checkpoint: Path,
@@ -201,37 +193,20 @@ def test_sigkill_at_any_point_then_restart_gives_each_image_once(
         "--input", str(tmp_path / "in"), "--output", str(out), "--batch-size", "2",
         "--workers", "1", "--shard-lines", "4", "--no-progress",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 - closed below
-
-    def run_until(lines: int | None) -> int | None:
-        """Start the job; SIGKILL it once `lines` complete lines exist (None: let it finish)."""
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
-        try:
-            while process.poll() is None:
-                if lines is not None and _lines(out) >= lines:
-                    os.killpg(process.pid, signal.SIGKILL)  # the job and its decoding worker
-                    process.wait()
-                    return None
-                time.sleep(0.01)
-            return process.returncode
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
     killed_at = []
     for lines in (1, 7, 15):
-        if run_until(lines) is not None:
+        if run_until(command, out, lines, log) is not None:
             break  # it finished before the kill: the restart below still has to be exact
-        killed_at.append(_lines(out))
+        killed_at.append(result_lines(out))
         if lines == 7:
             # A kill can land inside a write; leave a torn line as such a kill would.
             newest = max((out / "results").glob("part-*.jsonl"))
             with open(newest, "ab") as f:
                 f.write(b'{"image": "' + images[-1].encode() + b'", "width": 6')
     assert len(killed_at) >= 2, f"the job finished too early to be killed: {killed_at}"
-    assert run_until(None) == EXIT_INPUT_ERRORS
+    assert run_until(command, out, None, log) == EXIT_INPUT_ERRORS
     log.close()
 
     results, errors = all_records(out)

@@ -4,11 +4,7 @@ bf16 pass an accuracy guard or are refused; the CPU's units pick the default pre
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 import warnings
 from collections import Counter
 from dataclasses import replace
@@ -18,6 +14,7 @@ import cv2
 import numpy as np
 import openvino as ov
 import pytest
+from killed_jobs import run_until
 from square_model import square_image
 from test_inference_job import all_records, make_folder
 from test_onnx import _images, assert_same, eager_detector
@@ -251,11 +248,6 @@ def test_export_command_writes_ir_and_int8_options_are_checked(
     assert "model.xml" in capsys.readouterr().err
 
 
-def _lines(out: Path) -> int:
-    files = [*(out / "results").glob("part-*.jsonl"), *out.glob("errors*.jsonl")]
-    return sum(f.read_bytes().count(b"\n") for f in files if f.exists())
-
-
 def test_inspect_with_xml_gives_the_checkpoint_decisions_once_under_kill(
     tmp_path: Path, ir_path: Path, square_checkpoint: Path
 ) -> None:
@@ -272,28 +264,11 @@ def test_inspect_with_xml_gives_the_checkpoint_decisions_once_under_kill(
         "--input", str(tmp_path / "in"), "--output", str(out), "--batch-size", "2",
         "--workers", "1", "--shard-lines", "4", "--no-progress",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 - closed below
 
-    def run_until(lines: int | None) -> int | None:
-        """Start the job; SIGKILL it once `lines` complete lines exist (None: let it finish)."""
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
-        try:
-            while process.poll() is None:
-                if lines is not None and _lines(out) >= lines:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-                    return None
-                time.sleep(0.01)
-            return process.returncode
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-    killed = [run_until(lines) is None for lines in (1, 9)]
+    killed = [run_until(command, out, lines, log) is None for lines in (1, 9)]
     assert killed[0], "the job finished before the first kill"
-    assert run_until(None) == EXIT_INPUT_ERRORS
+    assert run_until(command, out, None, log) == EXIT_INPUT_ERRORS
     log.close()
     assert "OpenVINO" in (tmp_path / "stderr.txt").read_text()  # the start line
     results_, errors = all_records(out)
