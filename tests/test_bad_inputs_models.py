@@ -96,7 +96,7 @@ def test_a_checkpoint_that_cannot_decide_is_refused_everywhere(
     assert main(["export", "--checkpoint", str(path), "--out", str(out)]) == 2
     line = _one_line(capsys.readouterr().err)
     assert re.search(expected, line), line
-    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not out.exists() and not list(tmp_path.glob(f".{out.name}*"))  # nor its temporary
     job, part = tmp_path / "job", write_image(tmp_path / "parts" / "part.png")
     code = main(["inspect", "--checkpoint", str(path), "--input", str(part.parent),
                  "--output", str(job), "--device", "cpu"])  # fmt: skip

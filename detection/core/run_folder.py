@@ -24,8 +24,14 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary one: readers see the old file or the new one.
+def write_atomic(path: Path, data: str | bytes, *, durable: bool = False) -> None:
+    """Write a file (text as UTF-8, or bytes) through a temporary one: readers see the old file
+    or the new one.
+
+    Args:
+        path: the file to write.
+        data: its content.
+        durable: fsync before the rename (model files: a full disk may only say so there).
 
     Raises:
         OutputError: the file cannot be written (a folder in its place, read-only, disk full);
@@ -33,7 +39,16 @@ def write_atomic(path: Path, text: str) -> None:
     """
     tmp = temporary_path(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        if durable:
+            descriptor = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
         os.replace(tmp, path)
     except OSError as error:
         with contextlib.suppress(OSError):

@@ -18,10 +18,8 @@ Both exported formats open again with `Detector.from_checkpoint` (see `model_fil
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 
 from detection.core.errors import OutputError, WeightsError
+from detection.core.run_folder import output_folder, write_atomic
 from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike, check_report_threshold
 from detection.inference.model_files import is_checkpoint, load_model_file, model_format
 from detection.inference.onnx_model import INPUT_NAME, OUTPUT_NAMES, require
@@ -96,7 +95,9 @@ def export_torchscript(
         # Into memory first: torch's file writer aborts the process on a short write (a full
         # disk), which would leave the temporary file behind.
         torch.jit.save(scripted, buffer, _extra_files={EXTRA_FILE: json.dumps(info, indent=2)})
-    return _write_atomic(out, buffer.getvalue())
+    # A half-written model file must never be deployed.
+    write_atomic(out, buffer.getvalue(), durable=True)
+    return out
 
 
 class _OneImage(torch.nn.Module):
@@ -146,31 +147,15 @@ def export_onnx(
     for key, value in info.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    return _write_atomic(out, graph.SerializeToString())
-
-
-def _check_out(out: str | Path) -> Path:
-    """`out` as a Path, refused before any work when it cannot become a model file."""
-    out = Path(out)
-    if out.is_dir():
-        raise OutputError(out, "is a folder; name the model file to write, e.g. model.onnx")
+    write_atomic(out, graph.SerializeToString(), durable=True)
     return out
 
 
-def _write_atomic(out: Path, data: bytes) -> Path:
-    """Write through a temporary file: a half-written model file must never be deployed, and
-    a failed write (a full disk) leaves no temporary file behind."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())  # a full disk may only say so here
-        tmp.replace(out)
-    except OSError as err:
-        raise OutputError.from_os_error(out, err) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+def _check_out(out: str | Path) -> Path:
+    """`out` as a Path in an existing folder, refused before any work when it cannot become a
+    model file."""
+    out = Path(out)
+    if out.is_dir():
+        raise OutputError(out, "is a folder; name the model file to write, e.g. model.onnx")
+    output_folder(out.parent)
     return out
