@@ -99,6 +99,6 @@ def test_eval_deeppcb_script_runs_on_the_public_api(
 
 
 def test_evaluate_reads_the_thresholds_of_a_model_file(square_checkpoint: Path) -> None:
-    from detection.commands.evaluate import _load_thresholds
+    from detection.commands.common import load_thresholds_file
 
-    assert _load_thresholds(square_checkpoint) == {"square": 0.5}
+    assert load_thresholds_file(square_checkpoint) == {"square": 0.5}

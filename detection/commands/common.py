@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn
 
+from detection.core.coco_format import read_json
+from detection.core.errors import InvalidInputError
 from detection.core.thresholds import REPORT_DEFAULT, add_threshold_argument, threshold_problem
 
 EXIT_OK = 0
@@ -43,3 +46,27 @@ def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
         default=REPORT_DEFAULT,
         help=f"lowest score written to the results (default {REPORT_DEFAULT})",
     )
+
+
+def load_thresholds_file(path: Path) -> dict[str, float]:
+    """Per-class thresholds from a json ({class: value}, or a metrics.json's
+    `calibrated_thresholds`), or those a trained model file decides by: what `--thresholds FILE`
+    of `detection evaluate` and `detection inspect` reads.
+
+    Raises:
+        InvalidInputError: the json is not such an object, or a value is not a number.
+        WeightsError: a model file that cannot be read.
+    """
+    from detection.inference.model_files import MODEL_FORMATS, read_model_meta
+
+    if path.suffix.lower() in MODEL_FORMATS:  # a .ckpt, .onnx or .pt: read by the model loader
+        return dict(read_model_meta(path).decision_thresholds().per_class)
+    data = read_json(path)
+    if isinstance(data, dict) and isinstance(data.get("calibrated_thresholds"), dict):
+        data = data["calibrated_thresholds"]
+    if not isinstance(data, dict):
+        raise InvalidInputError(path, "must be a JSON object {class_name: threshold}")
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInputError(path, "must be a number", record=f"class '{name}'")
+    return data

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from detection.commands.common import load_thresholds_file
 from detection.core.coco_format import read_json
 from detection.core.errors import DetectionError, InvalidInputError
 from detection.core.thresholds import DECISION_DEFAULT, Thresholds, add_threshold_argument
@@ -58,23 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_thresholds(path: Path) -> dict[str, float]:
-    """Per-class thresholds from a json, or those a trained model file decides by."""
-    from detection.inference.model_files import MODEL_FORMATS, read_model_meta
-
-    if path.suffix.lower() in MODEL_FORMATS:  # a .ckpt, .onnx or .pt: read by the model loader
-        return dict(read_model_meta(path).decision_thresholds().per_class)
-    data = read_json(path)
-    if isinstance(data, dict) and isinstance(data.get("calibrated_thresholds"), dict):
-        data = data["calibrated_thresholds"]
-    if not isinstance(data, dict):
-        raise InvalidInputError(path, "must be a JSON object {class_name: threshold}")
-    for name, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidInputError(path, "must be a number", record=f"class '{name}'")
-    return data
-
-
 def _load_area_ranges(text: str) -> dict:
     if Path(text).is_file():
         data = read_json(text)
@@ -96,7 +80,7 @@ def main(argv: list[str]) -> int:
     try:
         thresholds = Thresholds.parse(args.threshold) or Thresholds()
         if args.thresholds is not None:
-            thresholds = thresholds.updated(_load_thresholds(args.thresholds))
+            thresholds = thresholds.updated(load_thresholds_file(args.thresholds))
         area_ranges = None if args.area_ranges is None else _load_area_ranges(args.area_ranges)
         evaluation = evaluate_detections(
             args.gt,

@@ -13,6 +13,7 @@ from detection.commands.common import (
     EXIT_USAGE,
     CommandParser,
     add_threshold_arguments,
+    load_thresholds_file,
 )
 from detection.core.errors import DetectionError
 from detection.core.interrupt import sigterm_as_interrupt
@@ -154,10 +155,7 @@ def _thresholds(args: argparse.Namespace) -> Thresholds | None:
     given = Thresholds.parse(args.threshold)
     if args.thresholds_file is None:
         return given
-    # The file format of `detection evaluate --thresholds`, read by the same function.
-    from detection.commands.evaluate import _load_thresholds
-
-    return Thresholds(per_class=_load_thresholds(Path(args.thresholds_file))).updated(given)
+    return Thresholds(per_class=load_thresholds_file(Path(args.thresholds_file))).updated(given)
 
 
 def _run(args: argparse.Namespace, terminated: list[bool]) -> int:
