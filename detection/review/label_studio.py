@@ -129,7 +129,8 @@ def load_export(path: str | Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        cut = error.pos >= len(text.rstrip())
+        # A string still open at the end is reported at its start, not at the end.
+        cut = error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string")
         problem = "truncated file (it ends in the middle of" if cut else "malformed JSON ("
         raise InvalidInputError(
             path, f"{problem} line {error.lineno} column {error.colno}: {error.msg})"
