@@ -87,10 +87,10 @@ class BatchedFasterRCNN(nn.Module):
         object.__setattr__(self, "_reference", model)
         self.generator: torch.Generator | None = None
         # Not persistent: the state dict stays exactly torchvision's.
-        self.register_buffer(
-            "pixel_mean", torch.tensor(model.transform.image_mean), persistent=False
-        )
-        self.register_buffer("pixel_std", torch.tensor(model.transform.image_std), persistent=False)
+        mean = torch.tensor(model.transform.image_mean)  # [Ch]
+        std = torch.tensor(model.transform.image_std)  # [Ch]
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
 
     @property
     def matrix_nms(self) -> bool | None:
@@ -121,27 +121,32 @@ class BatchedFasterRCNN(nn.Module):
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """Losses in training mode, detections in original pixels in eval mode."""
+        """Losses in training mode, detections in original pixels in eval mode.
+
+        torchvision: `GeneralizedRCNN.forward`.
+        """
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
         original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
-        mean = self.pixel_mean.to(images[0].dtype)
-        std = self.pixel_std.to(images[0].dtype)
+        mean = self.pixel_mean.to(images[0].dtype)  # [Ch]
+        std = self.pixel_std.to(images[0].dtype)  # [Ch]
         batch = batch_images(self.transform, images, mean, std, self.training, self.pad_multiple)
         if self.channels_last:
-            batch.tensors = batch.tensors.contiguous(memory_format=torch.channels_last)
+            batch.tensors = batch.tensors.contiguous(
+                memory_format=torch.channels_last
+            )  # [B, Ch, H, W]
         target_batch = None
         if targets is not None and self.training:
             target_batch = batch_targets(targets, original_sizes, batch)
-        features = self.backbone(batch.tensors)
+        features = self.backbone(batch.tensors)  # L x [B, Ch, h, w], by level name
         if isinstance(features, Tensor):
-            features = {"0": features}
+            features = {"0": features}  # 1 x [B, Ch, h, w]
         on_gpu = batch.tensors.is_cuda
         fixpoint_nms = on_gpu if self.fixpoint_nms is None else self.fixpoint_nms
         every_level = on_gpu if self.pool_every_level is None else self.pool_every_level
         proposals, valid, rpn_losses = rpn_forward(
             self.rpn, batch, list(features.values()), target_batch, self.generator, fixpoint_nms
-        )
+        )  # [B, P, 4], [B, P], {[], []}
         detections, head_losses = roi_heads_forward(
             self.roi_heads,
             features,
@@ -151,7 +156,7 @@ class BatchedFasterRCNN(nn.Module):
             target_batch,
             every_level,
             self.generator,
-        )
+        )  # ([B, D, 4], [B, D], [B, D], [B, D]) or None, {[], [], ...}
         if self.training:
             return {**head_losses, **rpn_losses}
         return unbatch_detections(*detections, batch, original_sizes)

@@ -44,40 +44,44 @@ def pool(
     """RoIAlign of (B, S, 4) boxes on the FPN level each belongs to: (B * S, C, h, w).
 
     torchvision: `MultiScaleRoIAlign.forward` (level choice and scales as its `LevelMapper`).
-    `every_level` pools every box on every level and keeps its own level's result: more work, but no host sync (on a GPU that
-    is cheaper than waiting); otherwise each level pools only its boxes (4 host syncs).
+    `every_level` pools every box on every level and keeps its own level's result: more work,
+    but no host sync (on a GPU that is cheaper than waiting); otherwise each level pools only
+    its boxes (4 host syncs).
     """
-    maps = [value for name, value in features.items() if name in pooler.featmap_names]
+    names = pooler.featmap_names
+    maps = [value for name, value in features.items() if name in names]  # L x [B, Ch, h, w]
     batch, count = boxes.shape[:2]
-    image_index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)
-    rois = torch.cat([image_index.repeat_interleave(count)[:, None], boxes.reshape(-1, 4)], dim=1)
+    image_index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)  # [B]
+    roi_image = image_index.repeat_interleave(count)[:, None]  # [B * S, 1]
+    rois = torch.cat([roi_image, boxes.reshape(-1, 4)], dim=1)  # [B * S, 5]
     # torchvision infers each level's scale from the tallest image's height alone.
     tallest = max(size[0] for size in image_sizes)
     scales = [2 ** round(math.log2(m.shape[-2] / tallest)) for m in maps]
+    size, ratio = pooler.output_size, pooler.sampling_ratio
     if len(maps) == 1:
-        return roi_align(maps[0], rois, pooler.output_size, scales[0], pooler.sampling_ratio)
+        return roi_align(maps[0], rois, size, scales[0], ratio)  # [B * S, Ch, h, w]
     k_min, k_max = int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
-    sides = torch.sqrt(box_area(rois[:, 1:]))
+    sides = torch.sqrt(box_area(rois[:, 1:]))  # [B * S]
     mapper = pooler.canonical_scale, pooler.canonical_level
     levels = torch.floor(
         mapper[1]
         + torch.log2(sides / mapper[0])
         + torch.tensor(LEVEL_MAPPER_EPS, dtype=sides.dtype)
-    )
-    levels = torch.clamp(levels, min=k_min, max=k_max).to(torch.int64) - k_min
+    )  # [B * S]
+    levels = torch.clamp(levels, min=k_min, max=k_max).to(torch.int64) - k_min  # [B * S]
 
     channels = maps[0].shape[1]
-    height, width = pooler.output_size
-    result = maps[0].new_zeros((rois.shape[0], channels, height, width))
+    height, width = size
+    result = maps[0].new_zeros((rois.shape[0], channels, height, width))  # [B * S, Ch, h, w]
     for level, (feature, scale) in enumerate(zip(maps, scales, strict=True)):
         if every_level:
-            pooled = roi_align(feature, rois, pooler.output_size, scale, pooler.sampling_ratio)
-            here = (levels == level)[:, None, None, None]
-            result = torch.where(here, pooled.to(result.dtype), result)
+            pooled = roi_align(feature, rois, size, scale, ratio)  # [B * S, Ch, h, w]
+            here = (levels == level)[:, None, None, None]  # [B * S, 1, 1, 1]
+            result = torch.where(here, pooled.to(result.dtype), result)  # [B * S, Ch, h, w]
         else:
-            idx = torch.where(levels == level)[0]
-            pooled = roi_align(feature, rois[idx], pooler.output_size, scale, pooler.sampling_ratio)
-            result[idx] = pooled.to(result.dtype)
+            idx = torch.where(levels == level)[0]  # [V]
+            pooled = roi_align(feature, rois[idx], size, scale, ratio)  # [V, Ch, h, w]
+            result[idx] = pooled.to(result.dtype)  # [B * S, Ch, h, w]
     return result
 
 
@@ -97,24 +101,29 @@ def sample_proposals(
     candidates = torch.cat([valid, targets.valid], dim=1)  # batching: [B, P + G]
     matcher = heads.proposal_matcher
     matches = match(
-        box_iou(targets.boxes, boxes),
+        box_iou(targets.boxes, boxes),  # [B, G, P + G]
         targets.valid,
         matcher.high_threshold,
         matcher.low_threshold,
         allow_low_quality_matches=matcher.allow_low_quality_matches,
-    )
-    matched = matches.clamp(min=0)
-    labels = targets.labels.gather(1, matched)
-    labels = labels.masked_fill(matches == BELOW_LOW_THRESHOLD, 0)
-    labels = labels.masked_fill((matches == BETWEEN_THRESHOLDS) | ~candidates, -1)
+    )  # [B, P + G]
+    matched = matches.clamp(min=0)  # [B, P + G]
+    labels = targets.labels.gather(1, matched)  # [B, P + G]
+    labels = labels.masked_fill(matches == BELOW_LOW_THRESHOLD, 0)  # [B, P + G]
+    labels = labels.masked_fill((matches == BETWEEN_THRESHOLDS) | ~candidates, -1)  # [B, P + G]
     sampler = heads.fg_bg_sampler
     idx, _, sampled = sample_balanced(
         labels, sampler.batch_size_per_image, sampler.positive_fraction, generator
-    )
+    )  # [B, S], [B, S]
     sampled_boxes = gather_boxes(boxes, idx)  # [B, S, 4]
     matched_gt = gather_boxes(targets.boxes, matched.gather(1, idx))  # [B, S, 4]
-    regression = encode(matched_gt, sampled_boxes, heads.box_coder.weights)
-    return sampled_boxes, labels.gather(1, idx), regression, sampled
+    regression = encode(matched_gt, sampled_boxes, heads.box_coder.weights)  # [B, S, 4]
+    return (
+        sampled_boxes,
+        labels.gather(1, idx),
+        regression,
+        sampled,
+    )  # [B, S, 4], [B, S], [B, S, 4], [B, S]
 
 
 def box_losses(
@@ -125,18 +134,21 @@ def box_losses(
     sampled: Tensor,
 ) -> dict[str, Tensor]:
     """torchvision: `roi_heads.fastrcnn_loss`, over the valid samples of the batch."""
-    labels, sampled = labels.reshape(-1), sampled.reshape(-1)
-    regression = regression.reshape(-1, 4)
-    count = sampled.sum().clamp(min=1)  # batching: padded samples do not count
-    safe_labels = labels.clamp(min=0)
-    classification = F.cross_entropy(class_logits, safe_labels, reduction="none")
-    classification = (classification * sampled).sum() / count
-    positive = sampled & (labels > 0)
-    per_class = box_regression.reshape(labels.shape[0], -1, 4)
-    predicted = per_class.gather(1, safe_labels[:, None, None].expand(-1, 1, 4))[:, 0]
-    target = torch.where(positive[:, None], regression, predicted.detach())
-    box = F.smooth_l1_loss(predicted, target, beta=SMOOTH_L1_BETA, reduction="none").sum(dim=1)
-    return {"loss_classifier": classification, "loss_box_reg": (box * positive).sum() / count}
+    labels, sampled = labels.reshape(-1), sampled.reshape(-1)  # [B * S], [B * S]
+    regression = regression.reshape(-1, 4)  # [B * S, 4]
+    count = sampled.sum().clamp(min=1)  # batching: padded samples do not count, []
+    safe_labels = labels.clamp(min=0)  # batching: padded samples have label -1, [B * S]
+    classification = F.cross_entropy(class_logits, safe_labels, reduction="none")  # [B * S]
+    classification = (classification * sampled).sum() / count  # []
+    positive = sampled & (labels > 0)  # [B * S]
+    per_class = box_regression.reshape(labels.shape[0], -1, 4)  # [B * S, K, 4]
+    label_index = safe_labels[:, None, None].expand(-1, 1, 4)  # [B * S, 1, 4]
+    predicted = per_class.gather(1, label_index)[:, 0]  # [B * S, 4]
+    target = torch.where(positive[:, None], regression, predicted.detach())  # [B * S, 4]
+    box = F.smooth_l1_loss(predicted, target, beta=SMOOTH_L1_BETA, reduction="none")  # [B * S, 4]
+    box = box.sum(dim=1)  # [B * S]
+    box_loss = (box * positive).sum() / count  # []
+    return {"loss_classifier": classification, "loss_box_reg": box_loss}
 
 
 def detect(
@@ -156,21 +168,23 @@ def detect(
     deltas = box_regression.reshape(num_images, count, num_classes, 4)  # [B, P, K, 4]
     boxes = decode(
         deltas, proposals[:, :, None, :], heads.box_coder.weights, heads.box_coder.bbox_xform_clip
-    )
-    boxes = clip_to_images(boxes, batch.sizes)[:, :, 1:].reshape(num_images, -1, 4)
-    scores = F.softmax(class_logits, -1).reshape(num_images, count, num_classes)[:, :, 1:]
-    scores = scores.reshape(num_images, -1)
-    labels = torch.arange(1, num_classes, device=boxes.device).repeat(count)
+    )  # [B, P, K, 4]
+    boxes = clip_to_images(boxes, batch.sizes)[:, :, 1:]  # [B, P, K - 1, 4]
+    boxes = boxes.reshape(num_images, -1, 4)  # [B, P * (K - 1), 4]
+    scores = F.softmax(class_logits, -1)  # [B * P, K]
+    scores = scores.reshape(num_images, count, num_classes)[:, :, 1:]  # [B, P, K - 1]
+    scores = scores.reshape(num_images, -1)  # [B, P * (K - 1)]
+    labels = torch.arange(1, num_classes, device=boxes.device).repeat(count)  # [P * (K - 1)]
     keep = (
-        valid.repeat_interleave(num_classes - 1, dim=1)
+        valid.repeat_interleave(num_classes - 1, dim=1)  # batching: [B, P * (K - 1)]
         & (scores > heads.score_thresh)
         & is_large_enough(boxes, MIN_DETECTION_SIDE)
-    )
+    )  # [B, P * (K - 1)]
     idx, kept = batched_nms_top_k(
         boxes, scores, labels, num_classes, keep, heads.nms_thresh, heads.detections_per_img
-    )
+    )  # [B, D], [B, D]
     boxes = gather_boxes(boxes, idx)  # [B, D, 4]
-    return boxes, scores.gather(1, idx), labels[idx], kept
+    return boxes, scores.gather(1, idx), labels[idx], kept  # [B, D, 4], [B, D], [B, D], [B, D]
 
 
 def roi_heads_forward(
@@ -192,17 +206,22 @@ def roi_heads_forward(
             raise ValueError("targets are needed in training mode")
         proposals, labels, regression, valid = sample_proposals(
             heads, proposals, valid, targets, generator
-        )
+        )  # [B, S, 4], [B, S], [B, S, 4], [B, S]
     if not pool_every_level:
         # Pooling level by level waits on the host anyway: one wait more drops the slots that
         # no image fills (few proposals survive NMS on small images), which would cost pooling
         # and head work (2x the eval time of a 90-class R50-FPN at 320 px).
-        used = valid.any(dim=0).nonzero()[:, 0]  # batching: slots some image fills
-        proposals, valid = proposals[:, used], valid[:, used]
+        used = valid.any(dim=0).nonzero()[:, 0]  # batching: slots some image fills, [S]
+        proposals, valid = proposals[:, used], valid[:, used]  # batching: [B, S, 4], [B, S]
         if heads.training:
-            labels, regression = labels[:, used], regression[:, used]
-    pooled = pool(heads.box_roi_pool, features, proposals, batch.image_sizes, pool_every_level)
-    class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
+            labels, regression = labels[:, used], regression[:, used]  # batching: [B, S], [B, S, 4]
+    image_sizes, pooler = batch.image_sizes, heads.box_roi_pool
+    pooled = pool(pooler, features, proposals, image_sizes, pool_every_level)  # [B * S, Ch, h, w]
+    hidden = heads.box_head(pooled)  # [B * S, Ch]
+    class_logits, box_regression = heads.box_predictor(hidden)  # [B * S, K], [B * S, K * 4]
     if heads.training:
         return None, box_losses(class_logits, box_regression, labels, regression, valid)
-    return detect(heads, class_logits, box_regression, proposals, valid, batch), {}
+    detections = detect(
+        heads, class_logits, box_regression, proposals, valid, batch
+    )  # [B, D, 4], [B, D], [B, D], [B, D]
+    return detections, {}
