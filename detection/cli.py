@@ -28,7 +28,11 @@ LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 def run_lightning(argv: list[str] | None) -> int:
     """fit / validate / test / predict through LightningCLI; returns the exit status."""
     # Imported here so that `detection data ...` and friends start without loading Lightning.
+    import warnings
+
     import lightning as L
+    import yaml
+    from jsonargparse import get_loader
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -36,11 +40,46 @@ def run_lightning(argv: list[str] | None) -> int:
     from detection.commands.common import EXIT_INTERRUPTED, EXIT_USAGE
     from detection.data.datamodule import CocoDataModule
     from detection.training.failure_checkpoint import FailureCheckpoint
+    from detection.training.flat_names import grouped_config, grouped_words, moved_note
     from detection.training.logs import quiet_dependencies
     from detection.training.module import DetectionModule
     from detection.training.trainer_setup import CHECKPOINT_DEFAULTS, trainer_arguments
 
     quiet_dependencies()
+
+    class DetectionParser(LightningArgumentParser):
+        """LightningCLI's parser, reading the flat model names of before issue 20 (``model.lr``)
+        as their grouped ones (``model.optimization.lr``, see `detection.training.flat_names`):
+        on the command line and in config files with a note, in the hyper-parameters of an
+        older checkpoint Lightning reads for --ckpt_path with a DeprecationWarning."""
+
+        def parse_args(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+            words, moved = grouped_words(list(sys.argv[1:] if args is None else args))
+            if moved:
+                print(moved_note("command line", moved, prefix="--model."), file=sys.stderr)
+            return super().parse_args(words, *rest, **kwargs)
+
+        def parse_string(self, content: str, path: Any = "", *rest: Any, **kwargs: Any) -> Any:
+            try:
+                loaded = get_loader(self.parser_mode)(content)
+            except Exception:  # noqa: BLE001 - jsonargparse reports bad content itself
+                loaded = None
+            config, moved = grouped_config(loaded, str(path) or None)
+            if moved:
+                print(moved_note(str(path) or "config", moved), file=sys.stderr)
+                content = yaml.safe_dump(config, sort_keys=False)
+            return super().parse_string(content, path, *rest, **kwargs)
+
+        def parse_object(self, obj: Any, *rest: Any, **kwargs: Any) -> Any:
+            obj, moved = grouped_config(obj)
+            if moved:
+                names = ", ".join(moved)
+                warnings.warn(
+                    f"flat model settings {names} are deprecated: read into their groups",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+            return super().parse_object(obj, *rest, **kwargs)
 
     class DetectionCLI(LightningCLI):
         """LightningCLI with the class list linked from data to model, and checkpoints forced."""
@@ -97,6 +136,7 @@ def run_lightning(argv: list[str] | None) -> int:
         DetectionCLI(
             DetectionModule,
             CocoDataModule,
+            parser_class=DetectionParser,
             args=argv,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"epilog": f"Other commands:\n{USAGE_EXTRA}"},
@@ -192,19 +232,34 @@ def checkpoint_settings(
 
     Lightning rebuilds the model with the checkpoint's hyper-parameters, whatever the config file
     or command line say. Of the settings the user gave (those not at their default), the
-    evaluation ones win back (they shape reports, not weights): returned as {key: value}. The
-    others stay the checkpoint's, each with a one-line note instead of silence.
+    evaluation ones win back (they shape reports, not weights): returned as {key: value}, a
+    group's field as ``evaluation.score_threshold``. The others stay the checkpoint's, each
+    with a one-line note instead of silence.
     """
     import dataclasses
     import inspect
 
-    from detection.training.module import EVALUATION_SETTINGS, DetectionModule
+    from detection.training.module import DetectionModule
 
-    # A dataclass default (the batched options) compares as the dict the config holds.
-    defaults = {
-        name: dataclasses.asdict(p.default) if dataclasses.is_dataclass(p.default) else p.default
-        for name, p in inspect.signature(DetectionModule.__init__).parameters.items()
-    }
+    # The typed groups (batched, optimization, evaluation) compare field by field, their
+    # defaults as the dicts the config holds.
+    parameters = inspect.signature(DetectionModule.__init__).parameters
+    groups = {name for name, p in parameters.items() if dataclasses.is_dataclass(p.default)}
+
+    def by_field(settings: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, value in settings.items():
+            if key in groups and isinstance(value, dict):
+                out.update({f"{key}.{field}": item for field, item in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    defaults = by_field({
+        name: dataclasses.asdict(p.default) if name in groups else p.default
+        for name, p in parameters.items()
+    })  # fmt: skip
+    given, used = by_field(given), by_field(used)
     changed = [
         key
         for key, value in given.items()
@@ -212,7 +267,7 @@ def checkpoint_settings(
         and value != used[key]
         and value != defaults.get(key, inspect.Parameter.empty)
     ]
-    kept = {key: given[key] for key in changed if key in EVALUATION_SETTINGS}
+    kept = {key: given[key] for key in changed if key.startswith("evaluation.")}
     notes = [
         f"note: --model.{key} {given[key]!r} is ignored: {path} was trained with {used[key]!r}, "
         "and Lightning rebuilds the model with it"

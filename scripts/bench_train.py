@@ -75,7 +75,7 @@ from detection.data.datamodule import CocoDataModule  # noqa: E402
 from detection.data.synthetic import generate_dataset  # noqa: E402
 from detection.models.faster_rcnn import build_model  # noqa: E402
 from detection.training.module import DetectionModule  # noqa: E402
-from detection.training.options import BatchedOptions  # noqa: E402
+from detection.training.options import BatchedOptions, OptimizationOptions  # noqa: E402
 
 PATHS = ("plain", "trainer")
 IMPLS = ("batched", "torchvision")
@@ -257,7 +257,7 @@ def speedups(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def hparams(args: argparse.Namespace) -> dict[str, Any]:
-    """Optimizer and schedule settings shared by both paths (DetectionModule's names)."""
+    """Optimizer and schedule settings shared by both paths (`OptimizationOptions` fields)."""
     return {
         "lr": 0.01,
         "momentum": 0.9,
@@ -284,7 +284,7 @@ def make_module(args: argparse.Namespace, data: CocoDataModule) -> DetectionModu
             if k not in ("min_size", "max_size")
         },
         batched=BatchedOptions(**speedups(args)) if args.impl == "batched" else BatchedOptions(),
-        **hparams(args),
+        optimization=OptimizationOptions(**hparams(args)),
     )
 
 

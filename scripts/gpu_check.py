@@ -294,10 +294,10 @@ def fit(run: Run, images_per_s: float | None) -> Path | None:
     command += [
         "--trainer.max_epochs",
         str(epochs),
-        f"--model.milestones=[{milestones[0]}, {milestones[1]}]",
+        f"--model.optimization.milestones=[{milestones[0]}, {milestones[1]}]",
     ]
     # Warmup ~1/6 of the run (the recipe's 200 steps are ~2 of its 36 epochs).
-    command += ["--model.warmup_iters", str(min(200, epochs * 113 // 6))]
+    command += ["--model.optimization.warmup_iters", str(min(200, epochs * 113 // 6))]
     command += ["--trainer.check_val_every_n_epoch", str(max(1, epochs // 4))]
     if run.dry:
         command += ["--trainer.accelerator", "cpu", "--trainer.precision", "32"]

@@ -11,6 +11,7 @@ from detection.data.datamodule import CocoDataModule
 from detection.data.synthetic import generate_dataset
 from detection.training.checkpoint_eval import evaluate_checkpoint
 from detection.training.module import DetectionModule
+from detection.training.options import OptimizationOptions
 
 
 @pytest.mark.slow
@@ -40,10 +41,9 @@ def test_fits_six_tiny_images_to_map50_above_0_9(tmp_path: Path) -> None:
         min_size=96,
         max_size=96,
         model_kwargs={"box_batch_size_per_image": 64, "rpn_post_nms_top_n_train": 300},
-        lr=0.01,
-        scheduler="cosine",
-        warmup_iters=30,
-        warmup_factor=0.01,
+        optimization=OptimizationOptions(
+            lr=0.01, scheduler="cosine", warmup_iters=30, warmup_factor=0.01
+        ),
     )
     trainer = L.Trainer(
         accelerator="cpu", max_steps=240, gradient_clip_val=10.0, check_val_every_n_epoch=10_000,

@@ -1,8 +1,9 @@
-"""Checkpoints written before the batched options were typed, and `detection predict`.
+"""Checkpoints written before the module's options were typed and grouped, and `detection predict`.
 
 tests/data/old_module_hparams.json holds the `hyper_parameters` a checkpoint of main before
 issue 20 carried (written by that code): 28 flat arguments, the batched options inside
-`model_kwargs` under their old names beside torchvision's arguments. The tests build a
+`model_kwargs` under their old names beside torchvision's arguments, the optimisation and
+evaluation settings flat (``lr``, not ``optimization.lr``). The tests build a
 checkpoint in that layout around the trained square detector's weights.
 """
 
@@ -19,7 +20,9 @@ import torch
 from square_model import MODEL_NAME, square_image
 
 from detection.cli import main
+from detection.core.errors import InvalidInputError
 from detection.models.faster_rcnn import build_model
+from detection.training.flat_names import FLAT_NAMES, model_setting
 from detection.training.module import DetectionModule
 from detection.training.options import BatchedOptions
 
@@ -81,7 +84,7 @@ def test_old_layout_checkpoint_loads_with_the_same_settings_and_detections(
     del torchvision_args["matrix_nms"], torchvision_args["masked_pooling"]
     assert module.hparams.model_kwargs == torchvision_args
     for key in ("lr", "score_threshold", "target_recall", "area_ranges", "milestones"):
-        assert module.hparams[key] == hparams[key], key
+        assert model_setting(module.hparams, key) == hparams[key], key
     assert module.model.roi_heads.score_thresh == hparams["model_kwargs"]["box_score_thresh"]
 
     images, _ = square_images(3)
@@ -93,6 +96,41 @@ def test_old_layout_checkpoint_loads_with_the_same_settings_and_detections(
     for ours, theirs in zip(got, expected, strict=True):
         for key in ("boxes", "scores", "labels"):
             assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_old_layout_flat_settings_land_in_their_groups(
+    square_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Lightning passes a checkpoint's hyper-parameters to __init__ only when it takes them:
+    every flat name of the old layout must arrive in its group, none dropped."""
+    path, hparams = old_layout_checkpoint(square_checkpoint, tmp_path / "old.ckpt")
+    with pytest.warns(DeprecationWarning, match="lr is deprecated: set optimization.lr instead"):
+        module = DetectionModule.load_from_checkpoint(path, map_location="cpu")
+    for name, group in FLAT_NAMES.items():
+        assert getattr(getattr(module, group), name) == hparams[name], name
+        assert module.hparams[group][name] == hparams[name], name
+        assert name not in module.hparams
+
+    # Saved again, the settings are grouped and load without a deprecation.
+    resaved = {**torch.load(path, weights_only=True), "hyper_parameters": dict(module.hparams)}
+    torch.save(resaved, tmp_path / "new.ckpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        again = DetectionModule.load_from_checkpoint(tmp_path / "new.ckpt", map_location="cpu")
+    assert (again.optimization, again.evaluation) == (module.optimization, module.evaluation)
+    assert again.hparams == module.hparams
+
+
+def test_a_flat_name_beside_its_group_in_a_checkpoint_is_given_twice(
+    square_checkpoint: Path, tmp_path: Path
+) -> None:
+    path, hparams = old_layout_checkpoint(square_checkpoint, tmp_path / "old.ckpt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["optimization"] = {"lr": 0.02}
+    torch.save(ckpt, path)
+    with pytest.raises(InvalidInputError) as info:
+        DetectionModule.load_from_checkpoint(path, map_location="cpu")
+    assert str(info.value) == "field 'lr': given twice: flat and as optimization.lr"
 
 
 def box_iou(a: list[float], b: np.ndarray) -> float:

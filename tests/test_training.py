@@ -17,6 +17,7 @@ from detection.evaluation.coco import METRIC_KEYS
 from detection.models.checkpoint import load_model, read_checkpoint
 from detection.training.lr_schedule import lr_factor
 from detection.training.module import DetectionModule, NonFiniteLossError
+from detection.training.options import OptimizationOptions
 
 TINY_MODEL = {
     "model_name": "fasterrcnn_resnet18_fpn",
@@ -93,18 +94,18 @@ def test_fit_writes_checkpoint_and_resume_continues_from_its_step(
 
     second = tmp_path / "second"
     resumed = fit_args(tiny_data, second, "--trainer.max_steps=5", f"--ckpt_path={last}",
-                       "--trainer.log_every_n_steps=2", "--model.lr=0.001", "--model.score_threshold=0.3")  # fmt: skip
+                       "--trainer.log_every_n_steps=2", "--model.optimization.lr=0.001", "--model.evaluation.score_threshold=0.3")  # fmt: skip
     capsys.readouterr()
     assert main(resumed) == 0
     # Lightning rebuilds the model from the checkpoint's settings: a training setting given
     # now is noted as ignored, an evaluation setting is taken.
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == [
-        f"note: --model.lr 0.001 is ignored: {last} was trained with 0.01, "
+        f"note: --model.optimization.lr 0.001 is ignored: {last} was trained with 0.01, "
         "and Lightning rebuilds the model with it"
     ]
     saved = torch.load(next(second.rglob("last.ckpt")), weights_only=True)["hyper_parameters"]
-    assert (saved["lr"], saved["score_threshold"]) == (0.01, 0.3)
+    assert (saved["optimization"]["lr"], saved["evaluation"]["score_threshold"]) == (0.01, 0.3)
     # Steps 3 and 4 are new, 0-2 not; with log_every_n_steps 2 the logger keeps step 3 (its
     # 4th batch), and the loss terms, logged only on kept steps, are there.
     assert logged_steps(second) == [3]
@@ -166,14 +167,11 @@ class NaNLoss(torch.nn.Module):
 
 
 def tiny_module(**overrides: object) -> DetectionModule:
-    settings = {
-        "num_classes": 4,
-        "lr": 0.001,
-        "warmup_iters": 0,
-        "milestones_unit": "step",
-        **overrides,
-    }
-    return DetectionModule(**TINY_MODEL, **settings)
+    """A 4-class module; `overrides` are `OptimizationOptions` fields."""
+    settings = {"lr": 0.001, "warmup_iters": 0, "milestones_unit": "step", **overrides}
+    return DetectionModule(
+        **TINY_MODEL, num_classes=4, optimization=OptimizationOptions(**settings)
+    )
 
 
 def trainer(root: Path, max_steps: int) -> L.Trainer:

@@ -9,6 +9,7 @@ from typing import Any
 from detection.core.errors import DetectionError, InvalidInputError
 from detection.core.files import read_yaml
 from detection.core.thresholds import Thresholds
+from detection.training.flat_names import model_setting
 
 # Packaged with the code (configs/demo_*.yaml link here, for users to copy and edit).
 RECIPE_DIR = resources.files("detection.demo") / "recipes"
@@ -121,6 +122,7 @@ def describe_training(recipe: dict[str, Any], device: str) -> str:
     start = f"weights {weights}" if weights else "random init"
     return (
         f"{model.get('model_name')} from {start} at {model.get('min_size')} px, "
-        f"{model.get('optimizer', 'sgd')} lr {model.get('lr')}, batch {data.get('batch_size')}, "
+        f"{model_setting(model, 'optimizer', 'sgd')} lr {model_setting(model, 'lr')}, "
+        f"batch {data.get('batch_size')}, "
         f"{length}, on {device}{threads}, precision {trainer.get('precision', '32')}"
     )

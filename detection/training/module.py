@@ -13,11 +13,18 @@ from torch import Tensor
 
 from detection.core.errors import DetectionError, InvalidInputError
 from detection.core.images import to_float_image
-from detection.core.thresholds import DECISION_DEFAULT, Thresholds
+from detection.core.thresholds import Thresholds
 from detection.models.checkpoint import CHECKPOINT_KEY, CheckpointMeta
 from detection.models.faster_rcnn import DEFAULT_IMPL, build_model
+from detection.training.flat_names import group_options
 from detection.training.lr_schedule import lr_factor
-from detection.training.options import BatchedOptions, check_hyperparameters, split_model_kwargs
+from detection.training.options import (
+    BatchedOptions,
+    EvaluationOptions,
+    OptimizationOptions,
+    check_hyperparameters,
+    split_model_kwargs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +39,6 @@ def as_float_images(images: list[Tensor]) -> list[Tensor]:
     """Float [3,H,W] images in 0..1; uint8 or gray batches from a bare DataLoader are finished here
     (under a Trainer the data module already did it on the device, and this is a no-op)."""
     return [to_float_image(image) for image in images]
-
-
-# Settings that shape evaluation reports, not weights or training state: a run from a checkpoint
-# (--ckpt_path) takes them from the command line rather than from the checkpoint.
-EVALUATION_SETTINGS = (
-    "eval_backend",
-    "area_ranges",
-    "iou_threshold",
-    "score_threshold",
-    "target_recall",
-)
 
 
 class DetectionModule(L.LightningModule):
@@ -68,26 +64,19 @@ class DetectionModule(L.LightningModule):
             hold them, move into `batched` with a DeprecationWarning.
         batched: the batched forward pass's options (`BatchedOptions`; ``impl: batched`` only).
         impl: ``"batched"`` (the whole batch at once) or ``"torchvision"`` (the reference).
-
-    Optimisation (see `optimizers_for`):
-        optimizer: ``"sgd"`` or ``"adamw"``; lr, momentum (SGD), weight_decay.
-        scheduler: ``"multistep"`` (milestones, gamma), ``"cosine"`` or ``"constant"``, after
-            a linear warmup of ``warmup_iters`` steps from ``warmup_factor * lr``.
-        milestones_unit: whether milestones count epochs or optimizer steps.
-        max_nonfinite_steps: non-finite losses in a row (each step skipped) before stopping.
-
-    Evaluation (a run from a checkpoint takes these from the command line, see
-    `EVALUATION_SETTINGS`):
-        eval_backend: ``"faster"`` (faster-coco-eval) or ``"pycocotools"``.
-        area_ranges: extra COCO area ranges by name, ``{name: [min, max]}`` in pixels².
-        iou_threshold: IoU at which the operating point counts a detection as a hit.
-        score_threshold: the default decision threshold (per-class ones are calibrated).
-        target_recall: calibrate per-class thresholds for this recall instead of best F1.
+        optimization: optimizer, learning rate and schedule (`OptimizationOptions`; see
+            `optimizers_for`).
+        evaluation: how validation and test score the model (`EvaluationOptions`); a run from
+            a checkpoint takes these from the command line.
+        **flat_settings: the optimisation and evaluation settings under their flat names
+            (``lr``, ``score_threshold``...), as configs and checkpoints written before they
+            were grouped hold them: they move into their group with a DeprecationWarning.
 
     Raises:
         InvalidInputError: no `num_classes` nor `class_names`, lists of another length than
-            `num_classes`, a number out of its range (a negative lr...), or an unknown
-            batched option.
+            `num_classes`, a number out of its range (a negative lr...), an unknown batched
+            option, or a flat setting given beside the same field of its group.
+        TypeError: a keyword that is neither an argument above nor a flat setting.
         ConfigError: an unknown `model_name` or `impl`, or batched options with another `impl`.
         WeightsError: weights that cannot be found, downloaded, read or fitted.
     """
@@ -106,24 +95,18 @@ class DetectionModule(L.LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         batched: BatchedOptions = BatchedOptions(),  # noqa: B008 - frozen, so one shared value is safe
         impl: Literal["batched", "torchvision"] = DEFAULT_IMPL,
-        optimizer: Literal["sgd", "adamw"] = "sgd",
-        lr: float = 0.02,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        scheduler: Literal["multistep", "cosine", "constant"] = "multistep",
-        milestones: list[int] | None = None,
-        milestones_unit: Literal["epoch", "step"] = "epoch",
-        gamma: float = 0.1,
-        warmup_iters: int = 1000,
-        warmup_factor: float = 0.001,
-        max_nonfinite_steps: int = 10,
-        eval_backend: Literal["faster", "pycocotools"] = "faster",
-        area_ranges: dict[str, list[float]] | None = None,
-        iou_threshold: float = 0.5,
-        score_threshold: float = DECISION_DEFAULT,
-        target_recall: float | None = None,
+        optimization: OptimizationOptions = OptimizationOptions(),  # noqa: B008 - frozen
+        evaluation: EvaluationOptions = EvaluationOptions(),  # noqa: B008 - frozen
+        **flat_settings: Any,
     ) -> None:
         super().__init__()
+        # Lightning passes a checkpoint's flat names here only because of **flat_settings: a
+        # signature without it would drop them silently.
+        groups = group_options(
+            {"optimization": optimization, "evaluation": evaluation}, flat_settings
+        )
+        self.optimization: OptimizationOptions = groups["optimization"]
+        self.evaluation: EvaluationOptions = groups["evaluation"]
         if num_classes is None:
             num_classes = len(class_names) if class_names else None
         if num_classes is None:
@@ -141,10 +124,14 @@ class DetectionModule(L.LightningModule):
                 field="num_classes",
             )
         batched, model_kwargs = split_model_kwargs(batched, model_kwargs)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(flat_settings))
         # Plain values in the checkpoint (Lightning reads it back with weights_only=True), and
-        # the batched options in one place whichever layout they came in.
-        plain = {"batched": dataclasses.asdict(batched), "model_kwargs": model_kwargs or None}
+        # each group in one place whichever layout it came in.
+        plain = {
+            "batched": dataclasses.asdict(batched),
+            "model_kwargs": model_kwargs or None,
+            **{name: dataclasses.asdict(options) for name, options in groups.items()},
+        }
         self.save_hyperparameters({**self.hparams, **plain})
         model_args = {"min_size": min_size, "max_size": max_size, "impl": impl}
         model_args.update(model_kwargs)
@@ -163,7 +150,7 @@ class DetectionModule(L.LightningModule):
             class_names=class_names,
             category_ids=category_ids,
             model_args=model_args,
-            thresholds=Thresholds(default=score_threshold),
+            thresholds=Thresholds(default=self.evaluation.score_threshold),
         )
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -208,7 +195,7 @@ class DetectionModule(L.LightningModule):
             self.nonfinite_total,
         )
         self.log("train/nonfinite_steps", float(self.nonfinite_total))
-        if self.nonfinite_in_a_row >= self.hparams.max_nonfinite_steps:
+        if self.nonfinite_in_a_row >= self.optimization.max_nonfinite_steps:
             raise NonFiniteLossError(
                 f"{self.nonfinite_in_a_row} non-finite losses in a row at step {self.global_step}: "
                 "lower the learning rate, lengthen warmup, enable gradient clipping or check the boxes"
@@ -227,13 +214,14 @@ class DetectionModule(L.LightningModule):
     def _start_evaluation(self, stage: str) -> None:
         from detection.evaluation.evaluator import DetectionEvaluator
 
+        options = self.evaluation
         self.evaluator = DetectionEvaluator(
             self._ground_truth(stage),
-            backend=self.hparams.eval_backend,
-            area_ranges=self.hparams.area_ranges,
-            iou_threshold=self.hparams.iou_threshold,
-            score_threshold=self.hparams.score_threshold,
-            target_recall=self.hparams.target_recall,
+            backend=options.eval_backend,
+            area_ranges=options.area_ranges,
+            iou_threshold=options.iou_threshold,
+            score_threshold=options.score_threshold,
+            target_recall=options.target_recall,
         )
 
     def _evaluation_step(self, batch: Batch) -> None:
@@ -335,8 +323,9 @@ class DetectionModule(L.LightningModule):
         )
 
     def optimizers_for(self, total_steps: int, max_epochs: int | None = None) -> dict[str, Any]:
-        """The optimizer (``optimizer``: sgd or adamw) over the trainable parameters and its
-        warmup + ``scheduler`` LambdaLR stepped every optimizer step, for a run of `total_steps`.
+        """The optimizer (``optimization.optimizer``: sgd or adamw) over the trainable parameters
+        and its warmup + ``optimization.scheduler`` LambdaLR stepped every optimizer step, for a
+        run of `total_steps`.
 
         Args:
             total_steps: optimizer steps of the whole run (the cosine schedule's length).
@@ -349,7 +338,7 @@ class DetectionModule(L.LightningModule):
         Raises:
             ValueError: an unknown optimizer, or milestones in epochs without `max_epochs`.
         """
-        hp = self.hparams
+        hp = self.optimization
         params = [p for p in self.model.parameters() if p.requires_grad]
         if hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(
@@ -363,7 +352,8 @@ class DetectionModule(L.LightningModule):
         if hp.milestones_unit == "epoch" and milestones:
             if max_epochs is None:
                 raise ValueError(
-                    "milestones in epochs need trainer.max_epochs; use milestones_unit: step"
+                    "milestones in epochs need trainer.max_epochs; use "
+                    "optimization.milestones_unit: step"
                 )
             steps_per_epoch = total_steps / max_epochs
             milestones = [round(m * steps_per_epoch) for m in milestones]

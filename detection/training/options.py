@@ -1,4 +1,5 @@
-"""DetectionModule's argument checks, and the batched model's options as typed arguments."""
+"""DetectionModule's typed argument groups (batched model, optimisation, evaluation) and their
+range checks."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from detection.core.errors import InvalidInputError
+from detection.core.thresholds import DECISION_DEFAULT
 
 # Names the batched model's options had before issue 20, as configs and checkpoints written
 # then still hold them inside `model_kwargs`.
@@ -89,6 +91,83 @@ def split_model_kwargs(
     return dataclasses.replace(options, **moved), rest
 
 
+@dataclass(frozen=True)
+class OptimizationOptions:
+    """How DetectionModule trains (see `DetectionModule.optimizers_for`).
+
+    Attributes:
+        optimizer: ``"sgd"`` or ``"adamw"``.
+        lr: the learning rate after the warmup.
+        momentum: SGD's momentum.
+        weight_decay: weight decay (decoupled for AdamW).
+        scheduler: ``"multistep"`` (milestones, gamma), ``"cosine"`` or ``"constant"``, after
+            the warmup.
+        milestones: where ``multistep`` multiplies the learning rate by `gamma`.
+        milestones_unit: whether milestones count epochs or optimizer steps.
+        gamma: the factor of each milestone.
+        warmup_iters: optimizer steps of the linear warmup from ``warmup_factor * lr``.
+        warmup_factor: the learning rate's fraction at the first step.
+        max_nonfinite_steps: non-finite losses in a row (each step skipped) before the run stops.
+
+    Raises:
+        InvalidInputError: a number out of its range (a negative lr...) or an unknown choice.
+    """
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] | None = None
+    milestones_unit: Literal["epoch", "step"] = "epoch"
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    max_nonfinite_steps: int = 10
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How validation and test score a model. They shape reports, not weights: a run from a
+    checkpoint (``--ckpt_path``) takes the ones the user gives rather than the checkpoint's.
+
+    Attributes:
+        eval_backend: ``"faster"`` (faster-coco-eval) or ``"pycocotools"``.
+        area_ranges: extra COCO area ranges by name, ``{name: [min, max]}`` in pixels².
+        iou_threshold: IoU at which the operating point counts a detection as a hit.
+        score_threshold: the default decision threshold (per-class ones are calibrated).
+        target_recall: calibrate per-class thresholds for this recall instead of best F1.
+
+    Raises:
+        InvalidInputError: a number out of its range or an unknown backend.
+    """
+
+    eval_backend: Literal["faster", "pycocotools"] = "faster"
+    area_ranges: dict[str, list[float]] | None = None
+    iou_threshold: float = 0.5
+    score_threshold: float = DECISION_DEFAULT
+    target_recall: float | None = None
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def check_options(options: Any) -> None:
+    """Refuse a group's impossible numbers and unknown choices with a one-line error that names
+    the field; jsonargparse checks the types earlier, a Python caller only meets this."""
+    values = {field.name: getattr(options, field.name) for field in dataclasses.fields(options)}
+    check_hyperparameters(values)
+    for name, hint in get_type_hints(type(options)).items():
+        choices = get_args(hint) if get_origin(hint) is Literal else ()
+        if choices and values[name] not in choices:
+            raise InvalidInputError(
+                None, f"must be one of {list(choices)}, got {values[name]!r}", field=name
+            )
+
+
 # Numbers no run can use, refused before anything is built: name -> (test, what it must be).
 # A list (min_size, milestones) is checked item by item; None means "not set".
 _NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
@@ -110,7 +189,8 @@ _NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
 
 
 def check_hyperparameters(values: Mapping[str, Any]) -> None:
-    """Refuse impossible DetectionModule arguments (a negative lr...) with a one-line error."""
+    """Refuse impossible DetectionModule arguments (a negative lr...) with a one-line error
+    naming the field (its name without the group: ``lr``)."""
     for name, (ok, rule) in _NUMBER_RULES.items():
         value = values.get(name)
         for number in value if isinstance(value, list | tuple) else [value]:
