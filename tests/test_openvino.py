@@ -33,7 +33,7 @@ from detection.inference.openvino_model import (
     read_openvino,
 )
 from detection.inference.predictor import Detector
-from detection.inference.quantize import AccuracyGuardError, CocoSplit
+from detection.inference.quantize import QUANTIZED_SCOPE, AccuracyGuardError, CocoSplit
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 
@@ -147,24 +147,34 @@ def test_an_empty_onnx_constant_stays_empty() -> None:
     assert y.tolist() == [5, 6] and z.shape == (0,)
 
 
-def test_int8_keeps_the_decisions_and_passes_a_decisions_guard(
+def test_int8_keeps_the_decisions_and_passes_a_guard(
     tmp_path: Path, square_checkpoint: Path, square_split: CocoSplit, capsys: pytest.CaptureFixture
 ) -> None:
     """Real NNCF quantization (about 20 s on a quiet 2-core machine, a minute on a loaded one:
     NNCF compiles the model three times and walks both NMS If bodies).
 
-    The guard here allows any mAP50 change and no changed decision: on this 64-pixel fixture
-    INT8 moves boxes of 15-pixel squares by a few pixels, which costs mAP50 at IoU 0.5 (the
-    default guard refuses it), while every pass/fail decision stays the float model's."""
+    No decision may change; mAP50 may drop 0.05. This fixture model is barely trained: its
+    true boxes score 0.93-0.98 and duplicates up to 0.82, and INT8 narrows that gap until one
+    duplicate outranks one true box (0.024 of mAP50 here, the boxes within 2.5 px). On trained
+    models the default 0.01 holds (README: DeepPCB test, generated data). With a quantizer on
+    the postprocess's box coordinates (before it was kept off them) this model scored 0.0."""
     reduced = ReducedPrecision(
-        int8=True, calibration=square_split, calibration_images=6, max_map50_drop=1.0
+        int8=True, calibration=square_split, calibration_images=12, max_map50_drop=0.05
     )
     out = export_openvino(square_checkpoint, tmp_path / "int8.xml", reduced=reduced)
     info, model = read_openvino(out)
     guard = info["accuracy_guard"]["int8"]
     assert info["weights"] == "int8" and guard["passed"] and guard["decisions_changed"] == 0
     assert guard["images"] == 12 and guard["map50_reference"] > 0.9
-    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+    # Quantizers feed the backbone's ops only (and ShapeOf: a shape has no values to round).
+    fed = {
+        target.get_node().get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "FakeQuantize"
+        for target in op.output(0).get_target_inputs()
+        if target.get_node().get_type_name() != "ShapeOf"
+    }
+    assert fed and not {name for name in fed if not name.startswith(QUANTIZED_SCOPE)}
     assert "accuracy guard: int8 mAP50" in capsys.readouterr().out
     model_int8, meta = load_openvino(out, precision="f32")
     paths = [p for _, p in square_split.image_paths()]
