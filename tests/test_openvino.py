@@ -19,13 +19,18 @@ from square_model import square_image
 from test_inference_job import all_records, make_folder
 from test_onnx import _images, assert_same, eager_detector
 
+from detection.commands import export as export_command
 from detection.commands.common import EXIT_INPUT_ERRORS, EXIT_USAGE
 from detection.commands.export import main as export_main
 from detection.commands.inspect import main as inspect_main
 from detection.core.errors import DetectionError
 from detection.inference import openvino_export
 from detection.inference.cpu_features import CpuFeatures, default_precision, parse_cpuinfo
-from detection.inference.openvino_export import ReducedPrecision, export_openvino
+from detection.inference.openvino_export import (
+    ReducedPrecision,
+    bf16_unchecked_reason,
+    export_openvino,
+)
 from detection.inference.openvino_model import (
     STATIC_SHAPES,
     OpenVinoModel,
@@ -263,6 +268,44 @@ def test_export_command_writes_ir_and_int8_options_are_checked(
     onnx_out = ["--checkpoint", str(square_checkpoint), "--out", str(tmp_path / "m.onnx")]
     assert export_main([*onnx_out, "--int8"]) == EXIT_USAGE  # INT8 is an OpenVINO option
     assert "model.xml" in capsys.readouterr().err
+
+
+def test_export_checks_bf16_by_default_where_the_cpu_and_a_split_allow(
+    tmp_path: Path,
+    square_checkpoint: Path,
+    square_split: CocoSplit,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """The export's default: bf16 guarded when it can be, else float32 and a line saying why.
+    What the command asks of the exporter is recorded (the guard's own run is tested above)."""
+    asked: list[ReducedPrecision] = []
+    written = tmp_path / "m.xml"
+    written.write_text("<net/>")
+
+    def record(*_: object, reduced: ReducedPrecision, **__: object) -> Path:
+        asked.append(reduced)
+        return written
+
+    monkeypatch.setattr(export_command, "export_openvino", record)
+    native = CpuFeatures(frozenset({"avx512f", "avx512_bf16"}))
+    plain = CpuFeatures(frozenset({"avx2"}))
+    split = ["--calibration", str(square_split.annotations)]
+    base = ["--checkpoint", str(square_checkpoint), "--out", str(written)]
+    for features, extra, want, says in [
+        (native, split, True, ""),  # the units and a split: checked
+        (native, [], False, "names no validation split"),  # this checkpoint records none
+        (plain, split, False, "no bf16 units"),
+        (native, [*split, "--no-bf16"], False, ""),  # told not to
+    ]:
+        monkeypatch.setattr(openvino_export, "cpu_features", lambda f=features: f)
+        assert export_command.main([*base, *extra]) == 0
+        out = capsys.readouterr().out
+        assert asked.pop().bf16 is want
+        assert (says in out and "runs float32" in out) if says else "bf16 not checked" not in out
+    # The reason as a function, for `import detection` users, without a CPU to fake.
+    assert bf16_unchecked_reason(square_checkpoint, square_split, native) is None
+    assert "no bf16 units" in (bf16_unchecked_reason(square_checkpoint, square_split, plain) or "")
 
 
 def test_inspect_with_xml_gives_the_checkpoint_decisions_once_under_kill(

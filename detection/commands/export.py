@@ -10,7 +10,11 @@ from detection.commands.common import EXIT_USAGE, CommandParser, add_threshold_a
 from detection.core.errors import DetectionError
 from detection.core.thresholds import Thresholds
 from detection.inference.export import export_model
-from detection.inference.openvino_export import ReducedPrecision, export_openvino
+from detection.inference.openvino_export import (
+    ReducedPrecision,
+    bf16_unchecked_reason,
+    export_openvino,
+)
 from detection.inference.openvino_model import is_openvino
 from detection.inference.quantize import (
     CALIBRATION_IMAGES,
@@ -51,9 +55,11 @@ def add_openvino_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--int8", action="store_true", help="quantize to INT8 with NNCF")
     group.add_argument(
         "--bf16",
-        action="store_true",
-        help="check bf16 inference (on this CPU: it needs bf16 units); when it passes, bf16 is "
-        "the default on CPUs with bf16 units",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="check bf16 inference with the guard (it needs this CPU's bf16 units); when it "
+        "passes, bf16 is the default on CPUs with bf16 units. Default: checked where this CPU "
+        "has them and a split is known, else float32 with a line saying why",
     )
     group.add_argument(
         "--calibration",
@@ -98,9 +104,15 @@ def _reduced(args: argparse.Namespace) -> ReducedPrecision:
     if args.calibration:
         images = args.calibration_images or Path(args.calibration).parent
         split = CocoSplit(Path(args.calibration), Path(images))
+    bf16 = bool(args.bf16)
+    if args.bf16 is None and is_openvino(args.out):
+        reason = bf16_unchecked_reason(args.checkpoint, split)
+        bf16 = reason is None
+        if reason:
+            print(f"bf16 not checked ({reason}): the model runs float32")
     return ReducedPrecision(
         int8=args.int8,
-        bf16=args.bf16,
+        bf16=bf16,
         calibration=split,
         calibration_images=args.calibration_count,
         max_map50_drop=args.max_map50_drop,
@@ -114,7 +126,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         reduced = _reduced(args)
-        if reduced.wanted:
+        if is_openvino(args.out):
             path = export_openvino(
                 args.checkpoint,
                 args.out,

@@ -8,7 +8,8 @@ one traced graph for both runtimes, so they cannot drift apart. Weights stay flo
 Reduced precisions are written only after the accuracy guard (`detection.inference.quantize`)
 passed on the calibration split: `int8=True` quantizes with NNCF; `bf16=True` checks bf16
 inference and, when it passes, records `verified_precision: "bf16"`, which makes bf16 the
-default on CPUs with bf16 units (float32 elsewhere).
+default on CPUs with bf16 units (float32 elsewhere). `bf16_unchecked_reason` is the command's
+default: check bf16 whenever this CPU has the units and a split to check on is known.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from detection.core.errors import DetectionError
 from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike
-from detection.inference.cpu_features import cpu_features
+from detection.inference.cpu_features import CpuFeatures, cpu_features
 from detection.inference.graph_export import export_onnx
 from detection.inference.onnx_model import onnx_meta
 from detection.inference.openvino_model import (
@@ -63,6 +64,26 @@ class ReducedPrecision:
     def wanted(self) -> bool:
         """True when anything besides the float32 export was asked for."""
         return self.int8 or self.bf16
+
+
+def bf16_unchecked_reason(
+    checkpoint: str | Path, calibration: CocoSplit | None, features: CpuFeatures | None = None
+) -> str | None:
+    """Why an export that was not told either way leaves bf16 unchecked, or None: check it.
+
+    bf16 is the fastest path that keeps the decisions on CPUs with bf16 units, but only the
+    guard can say it keeps them, and the guard needs those units and a split: without either
+    the model is written float32 (its default everywhere) and this says why.
+    """
+    features = features or cpu_features()
+    if not features.native_bf16:
+        return "this CPU has no bf16 units; run the export with --bf16 on the line's CPU"
+    if calibration is None:
+        try:
+            default_split(checkpoint)
+        except DetectionError:
+            return "the checkpoint names no validation split; name one with --calibration"
+    return None
 
 
 def _onnx_info(path: Path) -> dict[str, Any]:
