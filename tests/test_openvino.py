@@ -32,7 +32,6 @@ from detection.inference.openvino_export import (
     export_openvino,
 )
 from detection.inference.openvino_model import (
-    STATIC_SHAPES,
     OpenVinoModel,
     fix_empty_constants,
     load_openvino,
@@ -115,12 +114,6 @@ def test_openvino_f32_matches_the_checkpoint(ir_path: Path, square_checkpoint: P
     images = _images()  # several sizes, a gray image, one without squares
     expected, actual = eager.predict(images, batch_size=1), runtime.predict(images)
     assert_same(expected, actual)
-    # Seven sizes: the first STATIC_SHAPES ran models compiled for their size, the rest the
-    # any-size graph; both paths gave the eager detections. A size seen again adds nothing.
-    shapes = runtime.model.compiled_shapes
-    assert len(images) > STATIC_SHAPES + 1 and len(shapes) == STATIC_SHAPES + 1 and None in shapes
-    assert_same(expected[:1], runtime.predict(images[:1]))
-    assert runtime.model.compiled_shapes == shapes
     assert Counter(p.decision for p in expected).keys() == {"pass", "fail"}
     assert any(len(p.boxes) == 0 for p in expected)  # and an image without detections
 

@@ -47,8 +47,6 @@ from detection.models.weight_files import check_regular_file
 OPENVINO_EXTRA = 'pip install "detection[openvino]"'
 IR_SUFFIX = ".xml"
 RT_SECTION = "detection"
-# Image sizes a model compiles a fixed-size copy for, per process (see OpenVinoModel.request).
-STATIC_SHAPES = 4
 # OpenVINO's names for the inference precisions a user may ask for.
 PRECISIONS = {"f32": "f32", "fp32": "f32", "32": "f32", "bf16": "bf16"}
 
@@ -195,8 +193,9 @@ class OpenVinoModel:
             float(info["min_score"]), float(info["nms_thresh"]), int(info["detections_per_img"])
         )
         self.floor = self.settings.min_score  # the lowest score the graph itself returns
-        # This process's graph and compiled models (see `request`); shared by `with_min_score`.
-        self._compiled: dict[str, Any] = {"pid": -1}
+        self._request: Any = None
+        self._outputs: list[Any] = []
+        self._pid = -1
 
     @property
     def weights(self) -> str:
@@ -229,69 +228,37 @@ class OpenVinoModel:
             )
         return self
 
-    def request(self, shape: tuple[int, ...]) -> tuple[Any, list[Any]]:
-        """An infer request and its outputs for images of `shape` (C, H, W), compiled on first
-        use in this process (an OpenVINO model does not survive a fork).
-
-        The first `STATIC_SHAPES` image sizes each get a model compiled for that size: with
-        static shapes the CPU plugin picks its kernels once, bf16 R50-FPN at 800 px ran 1.6x
-        faster than the any-size graph on this project's 2-core machine. Inspection lines
-        repeat one size; a folder of many sizes runs the rest on the any-size graph.
-        """
-        compiled = self._compiled
-        if compiled["pid"] != os.getpid():
-            compiled.clear()
-            compiled.update(pid=os.getpid(), requests={}, graph=None)
-        requests = compiled["requests"]
-        sized = sum(key is not None for key in requests)
-        key = shape if shape in requests or sized < STATIC_SHAPES else None
-        if key not in requests:
-            requests[key] = self._compile(key)
-        return requests[key]
-
-    @property
-    def compiled_shapes(self) -> list[tuple[int, ...] | None]:
-        """The image shapes this process compiled a model for (None: the any-size graph)."""
-        if self._compiled["pid"] != os.getpid():
-            return []
-        return list(self._compiled["requests"])
-
-    def _graph(self) -> Any:
-        """This process's openvino.Model, read once."""
-        if self._compiled["graph"] is None:
-            source = self.source
-            self._compiled["graph"] = (
-                read_ov_model(source) if isinstance(source, str | Path) else source
+    def request(self) -> Any:
+        """This process's compiled model's infer request, made on first use (not across fork)."""
+        if self._request is None or self._pid != os.getpid():
+            ov = require_openvino()
+            core = ov.Core()
+            model = (
+                self.source
+                if not isinstance(self.source, str | Path)
+                else read_ov_model(self.source)
             )
-        return self._compiled["graph"]
-
-    def _compile(self, shape: tuple[int, ...] | None) -> tuple[Any, list[Any]]:
-        """A compiled model for images of `shape` (None: any size), its request and outputs."""
-        ov = require_openvino()
-        model = self._graph()
-        if shape is not None:
-            model = model.clone()  # reshape changes the model in place
-            model.reshape({INPUT_NAME: ov.PartialShape(list(shape))})
-        threads = self.threads or torch.get_num_threads()
-        try:
-            compiled = ov.Core().compile_model(
-                model, "CPU", compile_config(self.precision, threads)
-            )
-        except Exception as err:  # noqa: BLE001 - OpenVINO raises untyped errors
-            raise WeightsError(
-                f"{self.path}: cannot compile the model ({first_line(err)})"
-            ) from None
-        return compiled.create_infer_request(), [compiled.output(name) for name in OUTPUT_NAMES]
+            threads = self.threads or torch.get_num_threads()
+            try:
+                compiled = core.compile_model(model, "CPU", compile_config(self.precision, threads))
+            except Exception as err:  # noqa: BLE001 - OpenVINO raises untyped errors
+                raise WeightsError(
+                    f"{self.path}: cannot compile the model ({first_line(err)})"
+                ) from None
+            self._outputs = [compiled.output(name) for name in OUTPUT_NAMES]
+            self._request = compiled.create_infer_request()
+            self._pid = os.getpid()
+        return self._request
 
     def __call__(self, images: list[torch.Tensor]) -> Detections:
         """CHW float 0..1 RGB tensors -> per image {'boxes', 'scores', 'labels'} (CPU tensors)."""
+        request = self.request()
         outputs = []
         for image in images:
             array = np.ascontiguousarray(image.detach().float().cpu().numpy())
-            request, names = self.request(array.shape)
             result = request.infer({INPUT_NAME: array})
             # The arrays are views of the request's buffers, which the next image overwrites.
-            boxes, scores, labels = (np.array(result[o]) for o in names)
+            boxes, scores, labels = (np.array(result[o]) for o in self._outputs)
             detections = {
                 "boxes": torch.from_numpy(boxes).reshape(-1, 4),
                 "scores": torch.from_numpy(scores),
