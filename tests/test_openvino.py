@@ -24,6 +24,7 @@ from detection.commands.common import EXIT_INPUT_ERRORS, EXIT_USAGE
 from detection.commands.export import main as export_main
 from detection.commands.inspect import main as inspect_main
 from detection.core.errors import DetectionError
+from detection.inference import export as inference_export
 from detection.inference import openvino_export
 from detection.inference.cpu_features import CpuFeatures, default_precision, parse_cpuinfo
 from detection.inference.openvino_export import (
@@ -280,7 +281,7 @@ def test_export_checks_bf16_by_default_where_the_cpu_and_a_split_allow(
         asked.append(reduced)
         return written
 
-    monkeypatch.setattr(export_command, "export_openvino", record)
+    monkeypatch.setattr(inference_export, "export_openvino", record)
     native = CpuFeatures(frozenset({"avx512f", "avx512_bf16"}))
     plain = CpuFeatures(frozenset({"avx2"}))
     split = ["--calibration", str(square_split.annotations)]

@@ -10,11 +10,7 @@ from detection.commands.common import EXIT_USAGE, CommandParser, add_threshold_a
 from detection.core.errors import DetectionError
 from detection.core.thresholds import Thresholds
 from detection.inference.export import export_model
-from detection.inference.openvino_export import (
-    ReducedPrecision,
-    bf16_unchecked_reason,
-    export_openvino,
-)
+from detection.inference.openvino_export import ReducedPrecision, bf16_unchecked_reason
 from detection.inference.openvino_model import is_openvino
 from detection.inference.quantize import (
     CALIBRATION_IMAGES,
@@ -126,21 +122,13 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         reduced = _reduced(args)
-        if is_openvino(args.out):
-            path = export_openvino(
-                args.checkpoint,
-                args.out,
-                thresholds=Thresholds.parse(args.threshold),
-                report_threshold=args.report_threshold,
-                reduced=reduced,
-            )
-        else:
-            path = export_model(
-                args.checkpoint,
-                args.out,
-                thresholds=Thresholds.parse(args.threshold),
-                report_threshold=args.report_threshold,
-            )
+        path = export_model(
+            args.checkpoint,
+            args.out,
+            thresholds=Thresholds.parse(args.threshold),
+            report_threshold=args.report_threshold,
+            reduced=reduced,
+        )
     except (DetectionError, ValueError, OSError, RuntimeError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"detection export: error: {message}", file=sys.stderr)
