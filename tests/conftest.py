@@ -28,6 +28,24 @@ def square_checkpoint(
 
 
 @pytest.fixture(scope="module")
+def module_folder(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A folder for the files a test module's fixtures share, removed after the module when its
+    tests passed (kept after a failure, like pytest's own `tmp_path_retention_policy`).
+
+    The suite writes about 11 GB if nothing is removed before its end (checkpoints of 108 MB
+    copied into many tests); CI's disk filled with that. Function folders go after each test
+    (pyproject's retention policy), module folders here.
+    """
+    failed_before = request.session.testsfailed
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield folder
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """Run a test module with one torch thread, then restore the setting.
 

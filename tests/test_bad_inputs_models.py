@@ -33,8 +33,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see c
 
 
 @pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory: pytest.TempPathFactory, square_checkpoint: Path) -> Path:
-    return export_model(square_checkpoint, tmp_path_factory.mktemp("onnx") / "model.onnx")
+def onnx_path(module_folder: Path, square_checkpoint: Path) -> Path:
+    return export_model(square_checkpoint, module_folder / "model.onnx")
 
 
 def _one_line(err: str) -> str:

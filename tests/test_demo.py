@@ -16,8 +16,8 @@ TINY = ["--device", "cpu", "--images", "14", "--size", "64", "--epochs", "1", "-
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo")
+def demo_run(module_folder: Path) -> Path:
+    out = module_folder
     assert main(["demo", "--out", str(out), *TINY]) == 0
     return out
 

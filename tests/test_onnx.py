@@ -27,9 +27,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see c
 
 
 @pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory: pytest.TempPathFactory, square_checkpoint: Path) -> Path:
+def onnx_path(module_folder: Path, square_checkpoint: Path) -> Path:
     """The square detector exported by `detection export --out model.onnx`."""
-    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    out = module_folder / "model.onnx"
     assert export_main(["--checkpoint", str(square_checkpoint), "--out", str(out)]) == 0
     return out
 

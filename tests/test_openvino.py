@@ -45,9 +45,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see c
 
 
 @pytest.fixture(scope="module")
-def ir_path(tmp_path_factory: pytest.TempPathFactory, square_checkpoint: Path) -> Path:
+def ir_path(module_folder: Path, square_checkpoint: Path) -> Path:
     """The square detector exported as float32 OpenVINO IR."""
-    return export_openvino(square_checkpoint, tmp_path_factory.mktemp("ir") / "model.xml")
+    (module_folder / "ir").mkdir()
+    return export_openvino(square_checkpoint, module_folder / "ir" / "model.xml")
 
 
 @pytest.fixture(scope="module")

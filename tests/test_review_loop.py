@@ -86,8 +86,8 @@ def test_the_simulated_reviewer_keeps_relabels_deletes_and_adds(tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def loop_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("loop")
+def loop_run(module_folder: Path) -> tuple[Path, str]:
+    out = module_folder
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["demo", "--review", "--out", str(out), *TINY_ARGS]) == 0
