@@ -29,6 +29,7 @@ import torch
 from detection.core.errors import OutputError, WeightsError
 from detection.core.run_folder import output_folder, write_atomic
 from detection.core.thresholds import REPORT_DEFAULT, ThresholdsLike, check_report_threshold
+from detection.inference.level_merge import gathered_level_merge
 from detection.inference.model_files import is_checkpoint, load_model_file, model_format
 from detection.inference.onnx_model import INPUT_NAME, OUTPUT_NAMES, require
 from detection.models.runtime import EagerModel
@@ -124,7 +125,12 @@ def export_onnx(
     onnx = require("onnx")
     model, info = deployable(checkpoint, thresholds, report_threshold)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad(), model.applied() as torchvision_model:
+    with (
+        warnings.catch_warnings(),
+        torch.no_grad(),
+        gathered_level_merge(),  # one gather, not a scatter a level: see level_merge.py
+        model.applied() as torchvision_model,
+    ):
         # Height and width differ so that the tracer cannot mistake one for the other.
         side = int(getattr(torchvision_model.transform, "min_size", (320,))[0])
         example = torch.rand(3, side, side + side // 4)
