@@ -17,9 +17,8 @@ TINY = ["--device", "cpu", "--images", "14", "--size", "64", "--epochs", "1", "-
 
 @pytest.fixture(scope="module")
 def demo_run(module_folder: Path) -> Path:
-    out = module_folder
-    assert main(["demo", "--out", str(out), *TINY]) == 0
-    return out
+    assert main(["demo", "--out", str(module_folder), *TINY]) == 0
+    return module_folder
 
 
 def test_demo_writes_report_inspection_and_checkpoints(demo_run: Path) -> None:

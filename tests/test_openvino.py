@@ -47,7 +47,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see c
 @pytest.fixture(scope="module")
 def ir_path(module_folder: Path, square_checkpoint: Path) -> Path:
     """The square detector exported as float32 OpenVINO IR."""
-    (module_folder / "ir").mkdir()
     return export_openvino(square_checkpoint, module_folder / "ir" / "model.xml")
 
 

@@ -87,11 +87,10 @@ def test_the_simulated_reviewer_keeps_relabels_deletes_and_adds(tmp_path: Path) 
 
 @pytest.fixture(scope="module")
 def loop_run(module_folder: Path) -> tuple[Path, str]:
-    out = module_folder
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["demo", "--review", "--out", str(out), *TINY_ARGS]) == 0
-    return out, printed.getvalue()
+        assert main(["demo", "--review", "--out", str(module_folder), *TINY_ARGS]) == 0
+    return module_folder, printed.getvalue()
 
 
 def _actions(tasks: list[dict], answers: list[dict]) -> dict[str, int]:
