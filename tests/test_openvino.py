@@ -39,7 +39,12 @@ from detection.inference.openvino_model import (
     read_openvino,
 )
 from detection.inference.predictor import Detector
-from detection.inference.quantize import QUANTIZED_SCOPE, AccuracyGuardError, CocoSplit
+from detection.inference.quantize import (
+    QUANTIZED_SCOPE,
+    AccuracyGuardError,
+    CocoSplit,
+    stem_convolution,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # one torch thread: see conftest.py
 
@@ -172,7 +177,8 @@ def test_int8_keeps_the_decisions_and_passes_a_guard(
     guard = info["accuracy_guard"]["int8"]
     assert info["weights"] == "int8" and guard["passed"] and guard["decisions_changed"] == 0
     assert guard["images"] == 12 and guard["map50_reference"] > 0.9
-    # Quantizers feed the backbone's ops only (and ShapeOf: a shape has no values to round).
+    # Quantizers feed the backbone's ops past the stem only (and ShapeOf: a shape has no values
+    # to round).
     fed = {
         target.get_node().get_friendly_name()
         for op in model.get_ordered_ops()
@@ -181,6 +187,8 @@ def test_int8_keeps_the_decisions_and_passes_a_guard(
         if target.get_node().get_type_name() != "ShapeOf"
     }
     assert fed and not {name for name in fed if not name.startswith(QUANTIZED_SCOPE)}
+    stem = stem_convolution(model)
+    assert stem.startswith("/model/backbone/body/conv1/") and stem not in fed
     assert "accuracy guard: int8 mAP50" in capsys.readouterr().out
     model_int8, meta = load_openvino(out, precision="f32")
     paths = [p for _, p in square_split.image_paths()]
