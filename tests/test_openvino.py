@@ -43,6 +43,7 @@ from detection.inference.quantize import (
     QUANTIZED_SCOPE,
     AccuracyGuardError,
     CocoSplit,
+    GuardReport,
     stem_convolution,
 )
 
@@ -216,6 +217,22 @@ def test_a_model_failing_the_guard_is_refused_in_one_line(
     with pytest.warns(UserWarning, match="accuracy guard failed"):
         export_openvino(square_checkpoint, out, reduced=warn)
     assert read_openvino(out)[0]["accuracy_guard"]["int8"]["passed"] is False
+
+
+def test_guard_reports_name_what_they_compared() -> None:
+    """A split without annotations (COCOeval's mAP50 is then -1 for both models) is judged on
+    decisions alone, and the line says so instead of printing -1."""
+    unscored = GuardReport(
+        "int8", images=200, map50_reference=-1.0, map50_candidate=-1.0, decisions_changed=2
+    )
+    assert unscored.passed and "no annotations" in unscored.summary()
+    assert "-1" not in unscored.summary() and "2 of 200" in unscored.summary()
+    assert not replace(unscored, decisions_changed=3).passed  # 1.5 % > 1 %
+    scored = GuardReport(
+        "int8", 200, map50_reference=0.70, map50_candidate=0.6875, decisions_changed=0
+    )
+    assert not scored.passed and "drop +0.0125" in scored.summary()
+    assert replace(scored, map50_candidate=0.6925).passed
 
 
 def test_bf16_check_needs_a_cpu_with_bf16_units(

@@ -204,12 +204,24 @@ class GuardReport:
             and self.changed_share <= self.max_changed_share + 1e-9
         )
 
+    @property
+    def scored(self) -> bool:
+        """False when the split has no annotations: COCOeval's mAP50 is then -1 for both models
+        and only the decisions are compared."""
+        return self.map50_reference >= 0
+
     def summary(self) -> str:
-        """One line: both mAP50s, the changed decisions and the margins."""
+        """One line: both mAP50s (or why there are none), the changed decisions and the margins."""
+        if self.scored:
+            accuracy = (
+                f"{self.candidate} mAP50 {self.map50_candidate:.4f} vs float "
+                f"{self.map50_reference:.4f} (drop {self.map50_drop:+.4f}, allowed "
+                f"{self.max_map50_drop:g})"
+            )
+        else:
+            accuracy = f"{self.candidate} mAP50 not compared (the split has no annotations)"
         return (
-            f"{self.candidate} mAP50 {self.map50_candidate:.4f} vs float {self.map50_reference:.4f} "
-            f"(drop {self.map50_drop:+.4f}, allowed {self.max_map50_drop:g}); "
-            f"{self.decisions_changed} of {self.images} image decisions changed "
+            f"{accuracy}; {self.decisions_changed} of {self.images} image decisions changed "
             f"(allowed {self.max_changed_share:.0%})"
         )
 
