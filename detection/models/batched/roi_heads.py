@@ -54,9 +54,11 @@ def pool(
     image_index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)  # [B]
     roi_image = image_index.repeat_interleave(count)[:, None]  # [B * S, 1]
     rois = torch.cat([roi_image, boxes.reshape(-1, 4)], dim=1)  # [B * S, 5]
-    # torchvision infers each level's scale from the tallest image's height alone.
-    tallest = max(size[0] for size in image_sizes)
-    scales = [2 ** round(math.log2(m.shape[-2] / tallest)) for m in maps]
+    if pooler.scales is not None:  # set from the backbone (pooler_scales.py): any image size
+        scales = list(pooler.scales)
+    else:  # torchvision's inference, from the tallest image's height alone
+        tallest = max(size[0] for size in image_sizes)
+        scales = [2 ** round(math.log2(m.shape[-2] / tallest)) for m in maps]
     size, ratio = pooler.output_size, pooler.sampling_ratio
     if len(maps) == 1:
         return roi_align(maps[0], rois, size, scales[0], ratio)  # [B * S, Ch, h, w]
