@@ -26,7 +26,7 @@ from torchvision.ops import misc as misc_nn_ops
 
 from detection.core.errors import ConfigError, WeightsError
 from detection.models.batched import BatchedFasterRCNN
-from detection.models.pooler_scales import set_pooler_scales
+from detection.models.pooler_scales import ensure_pooler_scales
 from detection.models.weight_files import (
     as_pretrained,
     is_local_weights,
@@ -224,7 +224,7 @@ def build_model(
             as_pretrained(model.backbone.body, trainable_backbone_layers)
     if local is not None:
         load_matching(model, load_state_dict_file(local), str(local))
-    set_pooler_scales(model)  # not from the first image the model sees: see pooler_scales.py
+    ensure_pooler_scales(model)  # not from the first image the model sees: see pooler_scales.py
     return BatchedFasterRCNN(model, **options) if impl == "batched" else model
 
 

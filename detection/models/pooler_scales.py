@@ -9,7 +9,7 @@ process is then pooled from the wrong places (the trained test model's scores al
 0.488: no defect found on any image). Thin strips are common on inspection lines (labels, line
 scan cameras), and which image comes first should not decide the rest.
 
-The scales are properties of the backbone: `set_pooler_scales` measures them once on a square
+The scales are properties of the backbone: `ensure_pooler_scales` measures them once on a square
 input that every stride divides and sets them, as torchvision would have inferred them from a
 well-sized image. Checked against torchvision 0.26 and 0.29 (`MultiScaleRoIAlign.scales`,
 `map_levels` and `torchvision.ops.poolers.initLevelMapper`: public attributes, a module-level
@@ -29,8 +29,9 @@ from torchvision.ops.poolers import initLevelMapper
 PROBE_SIDE = 64
 
 
-def set_pooler_scales(model: nn.Module) -> nn.Module:
-    """Fix the box pooler's scales of a torchvision Faster R-CNN from its backbone's strides.
+def ensure_pooler_scales(model: nn.Module) -> nn.Module:
+    """Fix the box pooler's scales of a torchvision Faster R-CNN from its backbone's strides,
+    unless they are set already (every model `build_model` makes, and whatever wraps it).
 
     Args:
         model: a torchvision `FasterRCNN` (its `roi_heads.box_roi_pool` a `MultiScaleRoIAlign`;
@@ -41,7 +42,7 @@ def set_pooler_scales(model: nn.Module) -> nn.Module:
         weights unchanged).
     """
     pooler = getattr(getattr(model, "roi_heads", None), "box_roi_pool", None)
-    if not isinstance(pooler, MultiScaleRoIAlign):
+    if not isinstance(pooler, MultiScaleRoIAlign) or pooler.scales is not None:
         return model
     backbone = model.backbone
     weight = next(backbone.parameters())

@@ -19,7 +19,7 @@ from torchvision.models.detection import FasterRCNN
 
 from detection.core.errors import DetectionError
 from detection.models.faster_rcnn import as_torchvision
-from detection.models.pooler_scales import set_pooler_scales
+from detection.models.pooler_scales import ensure_pooler_scales
 
 Detections = list[dict[str, Tensor]]  # per image: boxes (N, 4) xyxy, scores (N,), labels (N,)
 
@@ -66,8 +66,7 @@ class EagerModel:
     def __init__(self, module: nn.Module, settings: OutputSettings | None = None) -> None:
         self.module = module.eval()
         heads = module.roi_heads
-        if getattr(heads.box_roi_pool, "scales", None) is None:  # a model built elsewhere
-            set_pooler_scales(as_torchvision(module))
+        ensure_pooler_scales(as_torchvision(module))  # a model built outside build_model
         self.settings = settings or OutputSettings(
             float(heads.score_thresh), float(heads.nms_thresh), int(heads.detections_per_img)
         )

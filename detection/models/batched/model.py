@@ -11,6 +11,7 @@ from torchvision.models.detection import FasterRCNN
 from detection.models.batched.roi_heads import roi_heads_forward
 from detection.models.batched.rpn import rpn_forward
 from detection.models.batched.transform import batch_images, batch_targets, unbatch_detections
+from detection.models.pooler_scales import ensure_pooler_scales
 
 # Old option names (in configs and checkpoints' `model_kwargs`) -> the names they now have.
 DEPRECATED_NAMES = {"matrix_nms": "fixpoint_nms", "masked_pooling": "pool_every_level"}
@@ -69,6 +70,7 @@ class BatchedFasterRCNN(nn.Module):
                 pool_every_level = value
             if old == "matrix_nms" and value is not None:
                 fixpoint_nms = value
+        ensure_pooler_scales(model)  # before channels_last and compile change the backbone
         self.transform = model.transform
         self.backbone = model.backbone
         self.rpn = model.rpn

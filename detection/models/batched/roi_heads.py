@@ -38,7 +38,6 @@ def pool(
     pooler: MultiScaleRoIAlign,
     features: dict[str, Tensor],
     boxes: Tensor,
-    image_sizes: list[tuple[int, int]],
     every_level: bool,
 ) -> Tensor:
     """RoIAlign of (B, S, 4) boxes on the FPN level each belongs to: (B * S, C, h, w).
@@ -54,11 +53,7 @@ def pool(
     image_index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)  # [B]
     roi_image = image_index.repeat_interleave(count)[:, None]  # [B * S, 1]
     rois = torch.cat([roi_image, boxes.reshape(-1, 4)], dim=1)  # [B * S, 5]
-    if pooler.scales is not None:  # set from the backbone (pooler_scales.py): any image size
-        scales = list(pooler.scales)
-    else:  # torchvision's inference, from the tallest image's height alone
-        tallest = max(size[0] for size in image_sizes)
-        scales = [2 ** round(math.log2(m.shape[-2] / tallest)) for m in maps]
+    scales = list(pooler.scales)  # set from the backbone (pooler_scales.py), not per image
     size, ratio = pooler.output_size, pooler.sampling_ratio
     if len(maps) == 1:
         return roi_align(maps[0], rois, size, scales[0], ratio)  # [B * S, Ch, h, w]
@@ -217,8 +212,7 @@ def roi_heads_forward(
         proposals, valid = proposals[:, used], valid[:, used]  # batching: [B, S, 4], [B, S]
         if heads.training:
             labels, regression = labels[:, used], regression[:, used]  # batching: [B, S], [B, S, 4]
-    image_sizes, pooler = batch.image_sizes, heads.box_roi_pool
-    pooled = pool(pooler, features, proposals, image_sizes, pool_every_level)  # [B * S, Ch, h, w]
+    pooled = pool(heads.box_roi_pool, features, proposals, pool_every_level)  # [B * S, Ch, h, w]
     hidden = heads.box_head(pooled)  # [B * S, Ch]
     class_logits, box_regression = heads.box_predictor(hidden)  # [B * S, K], [B * S, K * 4]
     if heads.training:
